@@ -1,0 +1,3 @@
+// Package auth decides who is connecting and what they may do: TLS
+// configuration, SASL mechanisms, the user store and ACL evaluation.
+package auth

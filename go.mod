@@ -1,0 +1,3 @@
+module github.com/gearproxy/gearproxy
+
+go 1.26
