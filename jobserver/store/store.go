@@ -1,7 +1,7 @@
 package store
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/gearproxy/gearproxy/protocol"
 )
@@ -64,5 +64,51 @@ const (
 	SyncNone
 )
 
-// ErrNotImplemented is returned until the embedded store lands.
-var ErrNotImplemented = errors.New("store: not implemented yet")
+// String returns the mode as written in configuration: always, batch, none.
+func (m SyncMode) String() string {
+	switch m {
+	case SyncAlways:
+		return "always"
+	case SyncBatch:
+		return "batch"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
+// ParseSyncMode reads a sync mode as written in configuration or on the
+// command line (-sync always|batch|none).
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "always", "":
+		return SyncAlways, nil
+	case "batch":
+		return SyncBatch, nil
+	case "none":
+		return SyncNone, nil
+	}
+	return 0, fmt.Errorf("store: unknown sync mode %q (want always, batch or none)", s)
+}
+
+// AsyncAdder is an optional extension of Store for a server that pipelines:
+// it hands a job over without waiting and keeps reading the connection,
+// then sends JOB_CREATED from done. A server with only blocking Adds can
+// have at most one job per connection in each commit; with AddAsync a
+// pipelining client fills a commit on its own.
+type AsyncAdder interface {
+	// AddAsync queues job and calls done once the job is as durable as Add
+	// would have made it, with Add's error. Calls to done come in the
+	// order of the AddAsync calls, from a goroutine of the store (or, when
+	// the sync mode waits for nothing, from AddAsync itself before it
+	// returns); done must not block. The store does not modify job, and
+	// the caller must not modify it until done runs.
+	AddAsync(job *Job, done func(error))
+}
+
+// LastIDer is an optional extension of Store: the largest job ID ever
+// added, persisted, so that a restarted server never reuses a handle even
+// when every job had ended before the restart.
+type LastIDer interface {
+	LastID() uint64
+}
