@@ -1,0 +1,1006 @@
+package test
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	P "github.com/gearproxy/gearproxy/protocol"
+)
+
+// Raw-packet scenarios: what no client library can express.
+
+// pipeline concatenates packets so that they leave in one write.
+func pipeline(packets ...[]byte) []byte {
+	var b []byte
+	for _, p := range packets {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// worker opens a raw worker connection that can do the given functions.
+func (e *env) worker(label string, fns ...string) *conn {
+	w := e.dial(label)
+	for _, f := range fns {
+		w.Send(P.CanDo, f)
+	}
+	return w
+}
+
+// echoCheck shows that a server still serves a connection.
+func (c *conn) echoCheck(data string) {
+	c.e.Helper()
+	c.Send(P.EchoReq, data)
+	c.recv()
+}
+
+func init() {
+	addScenarios(
+		scenario{
+			name: "raw_pipelined_submits",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Write(pipeline(
+					Packet(P.SubmitJobBg, f, "u1", "a"),
+					Packet(P.SubmitJob, f, "u2", "b"),
+					Packet(P.SubmitJobHighBg, f, "u3", "c"),
+					Packet(P.EchoReq, "ping"),
+					Packet(P.GetStatus, "H:nosuch:1"),
+					Packet(P.OptionReq, "bogus"),
+					Packet(P.SubmitJobLow, f, "u1", "attach to a"),
+					Packet(P.OptionReq, "exceptions"),
+					Packet(P.SubmitJobLowBg, f, "u4", "d"),
+				))
+				c.recvN(9)
+				w := e.worker("worker", f)
+				for i := 0; i < 4; i++ {
+					w.Send(P.GrabJobUniq)
+					h := w.recv().Args[0]
+					w.Send(P.WorkComplete, h, "done "+e.nz.handle(h))
+					if i == 1 || i == 2 {
+						c.recv()
+					}
+				}
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+client: ECHO_RES "ping"
+client: STATUS_RES "H4" "0" "0" "0" "0"
+client: ERROR "UNKNOWN_OPTION" "Server does not recognize given option"
+client: JOB_CREATED "H1"
+client: OPTION_RES "exceptions"
+client: JOB_CREATED "H5"
+worker: JOB_ASSIGN_UNIQ "H3" "raw_pipelined_submits.f" "u3" "c"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_pipelined_submits.f" "u1" "a"
+client: WORK_COMPLETE "H1" "done H1"
+worker: JOB_ASSIGN_UNIQ "H2" "raw_pipelined_submits.f" "u2" "b"
+client: WORK_COMPLETE "H2" "done H2"
+worker: JOB_ASSIGN_UNIQ "H5" "raw_pipelined_submits.f" "u4" "d"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_coalesce_late_attach",
+			run: func(e *env) {
+				f := e.fn("f")
+				c1 := e.dial("c1")
+				c1.Send(P.SubmitJob, f, "same", "first")
+				h := c1.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+				w.Send(P.WorkData, h, "part1")
+				c1.recv()
+				c2 := e.dial("c2")
+				c2.Send(P.SubmitJob, f, "same", "second")
+				c2.handle()
+				w.Send(P.WorkStatus, h, "1", "2")
+				c1.recv()
+				c2.recv()
+				w.Send(P.WorkComplete, h, "result")
+				c1.recv()
+				c2.recv()
+				// A new submit with the same unique after completion is
+				// a new job.
+				c2.Send(P.SubmitJobBg, f, "same", "third")
+				c2.handle()
+				c2.Send(P.GetStatus, h)
+				c2.recv()
+			},
+			want: `
+c1: JOB_CREATED "H1"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_coalesce_late_attach.f" "same" "first"
+c1: WORK_DATA "H1" "part1"
+c2: JOB_CREATED "H1"
+c1: WORK_STATUS "H1" "1" "2"
+c2: WORK_STATUS "H1" "1" "2"
+c1: WORK_COMPLETE "H1" "result"
+c2: WORK_COMPLETE "H1" "result"
+c2: JOB_CREATED "H2"
+c2: STATUS_RES "H1" "0" "0" "0" "0"`,
+		},
+		scenario{
+			name: "raw_coalesce_uniques",
+			run: func(e *env) {
+				f, g := e.fn("f"), e.fn("g")
+				c := e.dial("client")
+				for _, s := range [][3]string{
+					{f, "-", "x"}, {f, "-", "x"}, {f, "-", "y"},
+					{f, "", "x"}, {f, "", "x"},
+					{f, "u", "x"}, {f, "u", "other data"}, {g, "u", "x"}, {f, "U", "x"},
+				} {
+					c.Send(P.SubmitJobBg, s[0], s[1], s[2])
+					c.handle()
+				}
+				w := e.worker("worker", f, g)
+				for i := 0; i < 7; i++ {
+					w.Send(P.GrabJobUniq)
+					w.recv()
+				}
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+client: JOB_CREATED "H4"
+client: JOB_CREATED "H5"
+client: JOB_CREATED "H5"
+client: JOB_CREATED "H6"
+client: JOB_CREATED "H7"
+worker: JOB_ASSIGN_UNIQ "H6" "raw_coalesce_uniques.g" "u" "x"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_coalesce_uniques.f" "-" "x"
+worker: JOB_ASSIGN_UNIQ "H2" "raw_coalesce_uniques.f" "-" "y"
+worker: JOB_ASSIGN_UNIQ "H3" "raw_coalesce_uniques.f" "" "x"
+worker: JOB_ASSIGN_UNIQ "H4" "raw_coalesce_uniques.f" "" "x"
+worker: JOB_ASSIGN_UNIQ "H5" "raw_coalesce_uniques.f" "u" "x"
+worker: JOB_ASSIGN_UNIQ "H7" "raw_coalesce_uniques.f" "U" "x"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_priorities",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				for _, s := range []struct {
+					t    P.Type
+					data string
+				}{
+					{P.SubmitJobLowBg, "low1"}, {P.SubmitJobBg, "normal1"}, {P.SubmitJobHighBg, "high1"},
+					{P.SubmitJobLowBg, "low2"}, {P.SubmitJobHighBg, "high2"}, {P.SubmitJobBg, "normal2"},
+				} {
+					c.Send(s.t, f, "", s.data)
+					c.handle()
+				}
+				c.SendLine("prioritystatus")
+				c.list()
+				c.SendLine("status")
+				c.list()
+				w := e.worker("worker", f)
+				for i := 0; i < 7; i++ {
+					w.Send(P.GrabJob)
+					w.recv()
+				}
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+client: JOB_CREATED "H4"
+client: JOB_CREATED "H5"
+client: JOB_CREATED "H6"
+client: raw_priorities.f	2	2	2	0
+client: .
+client: raw_priorities.f	6	0	0
+client: .
+worker: JOB_ASSIGN "H3" "raw_priorities.f" "high1"
+worker: JOB_ASSIGN "H5" "raw_priorities.f" "high2"
+worker: JOB_ASSIGN "H2" "raw_priorities.f" "normal1"
+worker: JOB_ASSIGN "H6" "raw_priorities.f" "normal2"
+worker: JOB_ASSIGN "H1" "raw_priorities.f" "low1"
+worker: JOB_ASSIGN "H4" "raw_priorities.f" "low2"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_get_status",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				s := e.dial("status")
+				s.Send(P.GetStatus, "H:nosuch:42")
+				s.recv()
+				c.Send(P.SubmitJob, f, "", "data")
+				h := c.handle()
+				s.Send(P.GetStatus, h)
+				s.recv()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				s.Send(P.GetStatus, h)
+				s.recv()
+				w.Send(P.WorkStatus, h, "3", "10")
+				c.recv()
+				s.Send(P.GetStatus, h)
+				s.recv()
+				w.Send(P.WorkComplete, h, "")
+				c.recv()
+				s.Send(P.GetStatus, h)
+				s.recv()
+			},
+			want: `
+status: STATUS_RES "H1" "0" "0" "0" "0"
+client: JOB_CREATED "H2"
+status: STATUS_RES "H2" "1" "0" "0" "0"
+worker: JOB_ASSIGN "H2" "raw_get_status.f" "data"
+status: STATUS_RES "H2" "1" "1" "0" "0"
+client: WORK_STATUS "H2" "3" "10"
+status: STATUS_RES "H2" "1" "1" "3" "10"
+client: WORK_COMPLETE "H2" ""
+status: STATUS_RES "H2" "0" "0" "0" "0"`,
+		},
+		scenario{
+			name: "raw_get_status_unique",
+			run: func(e *env) {
+				f := e.fn("f")
+				u := e.fn("unique")
+				s := e.dial("status")
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+				c1, c2 := e.dial("c1"), e.dial("c2")
+				c1.Send(P.SubmitJob, f, u, "data")
+				h := c1.handle()
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+				c2.Send(P.SubmitJob, f, u, "data")
+				c2.handle()
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.WorkStatus, h, "1", "4")
+				c1.recv()
+				c2.recv()
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+				w.Send(P.WorkComplete, h, "ok")
+				c1.recv()
+				c2.recv()
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+				// A background job has no waiting clients.
+				c1.Send(P.SubmitJobBg, f, u, "bg")
+				c1.handle()
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+			},
+			want: `
+status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "0" "0" "0" "0" "0"
+c1: JOB_CREATED "H1"
+status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "1" "0" "0" "0" "1"
+c2: JOB_CREATED "H1"
+status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "1" "0" "0" "0" "2"
+worker: JOB_ASSIGN "H1" "raw_get_status_unique.f" "data"
+c1: WORK_STATUS "H1" "1" "4"
+c2: WORK_STATUS "H1" "1" "4"
+status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "1" "1" "1" "4" "2"
+c1: WORK_COMPLETE "H1" "ok"
+c2: WORK_COMPLETE "H1" "ok"
+status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "0" "0" "0" "0" "0"
+c1: JOB_CREATED "H2"
+status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "1" "0" "0" "0" "0"`,
+		},
+		scenario{
+			name: "raw_option_req",
+			run: func(e *env) {
+				c := e.dial("client")
+				for _, o := range []string{"exceptions", "EXCEPTIONS", "bogus", ""} {
+					c.Send(P.OptionReq, o)
+					c.recv()
+				}
+				c.echoCheck("still here")
+			},
+			want: `
+client: OPTION_RES "exceptions"
+client: OPTION_RES "EXCEPTIONS"
+client: ERROR "UNKNOWN_OPTION" "Server does not recognize given option"
+client: ERROR "UNKNOWN_OPTION" "Server does not recognize given option"
+client: ECHO_RES "still here"`,
+		},
+		scenario{
+			name: "raw_response_types_to_server",
+			run: func(e *env) {
+				c := e.dial("client")
+				for _, p := range [][]byte{
+					Packet(5),
+					Packet(P.Noop),
+					Packet(P.JobCreated, "H:x:1"),
+					Packet(P.NoJob),
+					Packet(P.JobAssign, "H:x:1", "f", "d"),
+					Packet(P.EchoRes, "e"),
+					Packet(P.Error, "CODE", "text"),
+					Packet(P.StatusRes, "H:x:1", "0", "0", "0", "0"),
+					Packet(P.AllYours),
+					Packet(P.OptionRes, "exceptions"),
+					Packet(P.JobAssignUniq, "H:x:1", "f", "u", "d"),
+					Packet(P.JobAssignAll, "H:x:1", "f", "u", "r", "d"),
+					Packet(P.StatusResUnique, "u", "0", "0", "0", "0", "0"),
+				} {
+					c.Write(p)
+					c.recv()
+				}
+				c.echoCheck("still here")
+			},
+			want: `
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ECHO_RES "still here"`,
+		},
+		scenario{
+			name: "raw_type_0_closes",
+			run: func(e *env) {
+				c := e.dial("client")
+				c.Write(Header(P.Req, 0, 0))
+				c.closed()
+				e.dial("other").echoCheck("unaffected")
+			},
+			want: `
+client: closed
+other: ECHO_RES "unaffected"`,
+		},
+		scenario{
+			name: "raw_type_43_closes",
+			run: func(e *env) {
+				c := e.dial("client")
+				c.Write(Packet(43, "x"))
+				c.closed()
+				e.dial("other").echoCheck("unaffected")
+			},
+			want: `
+client: closed
+other: ECHO_RES "unaffected"`,
+		},
+		scenario{
+			name: "raw_missing_nul",
+			run: func(e *env) {
+				keep := e.dial("bystander")
+				keep.Send(P.SubmitJobBg, e.fn("f"), "", "kept")
+				h := keep.handle()
+				c := e.dial("client")
+				body := e.fn("f") + "-no-terminators"
+				c.Write(append(Header(P.Req, P.SubmitJob, uint32(len(body))), body...))
+				c.quiet(time.Second)
+				c.Send(P.EchoReq, "after")
+				c.quiet(ioTimeout)
+				keep.Send(P.GetStatus, h)
+				keep.recv()
+			},
+			want: `
+bystander: JOB_CREATED "H1"
+client: (nothing)
+client: closed
+bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
+		},
+		scenario{
+			name: "raw_wrong_magic",
+			run: func(e *env) {
+				keep := e.dial("bystander")
+				keep.Send(P.SubmitJobBg, e.fn("f"), "", "kept")
+				h := keep.handle()
+				c := e.dial("res-magic")
+				c.Write(append(Header(P.Res, P.EchoReq, 1), 'x'))
+				c.quiet(ioTimeout)
+				c.Send(P.EchoReq, "after")
+				c.quiet(ioTimeout)
+				c2 := e.dial("bad-magic")
+				c2.Write(append([]byte("\x00XYZ"), Header(P.Req, P.EchoReq, 1)[4:]...))
+				c2.Write([]byte("x"))
+				c2.quiet(ioTimeout)
+				c2.Send(P.EchoReq, "after")
+				c2.quiet(ioTimeout)
+				keep.Send(P.GetStatus, h)
+				keep.recv()
+			},
+			want: `
+bystander: JOB_CREATED "H1"
+res-magic: ERROR "INVALID_MAGIC" "Request magic expected"
+res-magic: ECHO_RES "after"
+bad-magic: closed
+bad-magic: closed
+bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
+		},
+		scenario{
+			name: "raw_declared_size_too_large",
+			run: func(e *env) {
+				keep := e.dial("bystander")
+				keep.Send(P.SubmitJobBg, e.fn("f"), "", "kept")
+				h := keep.handle()
+				c := e.dial("client")
+				c.Write(append(Header(P.Req, P.SubmitJob, 1<<30), e.fn("f")+"\x00\x00data"...))
+				c.quiet(time.Second)
+				c.Send(P.EchoReq, "after")
+				c.quiet(time.Second)
+				keep.Send(P.GetStatus, h)
+				keep.recv()
+				keep.echoCheck("unaffected")
+			},
+			want: `
+bystander: JOB_CREATED "H1"
+client: (nothing)
+client: (nothing)
+bystander: STATUS_RES "H1" "1" "0" "0" "0"
+bystander: ECHO_RES "unaffected"`,
+		},
+		scenario{
+			name: "raw_oversize_arguments",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("unique-65")
+				c.Send(P.SubmitJobBg, f, strings.Repeat("u", 65), "x")
+				c.recv()
+				c.echoCheck("after")
+				c2 := e.dial("function-9000")
+				c2.Send(P.SubmitJobBg, f+strings.Repeat("f", 9000), "", "x")
+				c2.closed()
+				c3 := e.dial("handle-70")
+				c3.Send(P.GetStatus, strings.Repeat("h", 70))
+				c3.closed()
+				c4 := e.dial("option-9000")
+				c4.Send(P.OptionReq, strings.Repeat("o", 9000))
+				c4.closed()
+			},
+			want: `
+unique-65: ERROR "ARGUMENT_TOO_LARGE" "Unique value too large"
+unique-65: ECHO_RES "after"
+function-9000: closed
+handle-70: closed
+option-9000: closed`,
+		},
+		scenario{
+			name: "raw_unique_64_bytes",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				u := strings.Repeat("u", 64)
+				c.Send(P.SubmitJobBg, f, u, "x")
+				c.recv()
+				c.Send(P.SubmitJobBg, f, u[:63], "x")
+				c.recv()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_unique_64_bytes.f" "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu" "\x00x"`,
+			gearproxyWants: `
+client: ERROR "ARGUMENT_TOO_LARGE" "{any}"
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_unique_64_bytes.f" "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu" "x"`,
+			why: "a 64-byte unique is rejected; gearmand truncates it to 63 bytes and puts a NUL in front of the data",
+		},
+		scenario{
+			name: "raw_text_binary_mixing",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Write(pipeline(
+					Packet(P.EchoReq, "one"),
+					[]byte("version\n"),
+					Packet(P.SubmitJobBg, f, "", "x"),
+					[]byte("status\r\n"),
+					Packet(P.EchoReq, "two"),
+					[]byte("bogus command\n"),
+				))
+				c.recv()
+				c.recv()
+				c.recv()
+				c.list()
+				c.recv()
+				c.recv()
+			},
+			want: `
+client: ECHO_RES "one"
+client: OK <version>
+client: JOB_CREATED "H1"
+client: raw_text_binary_mixing.f	1	0	0
+client: .
+client: ECHO_RES "two"
+client: ERR UNKNOWN_COMMAND Unknown+server+commandbogus`,
+		},
+		scenario{
+			name: "raw_admin_tokens",
+			run: func(e *env) {
+				c := e.dial("admin")
+				c.SendLine("a b c d e")
+				c.recv()
+				// gearmand takes the line end for "\r\n" and drops the
+				// last character of a bare "\n" line.
+				c.Write([]byte("create function " + e.fn("bare") + "\n"))
+				c.recv()
+				c.SendLine("status")
+				c.list()
+				c.SendLine("VERSION")
+				c.recv()
+				c.SendLine("a b c d e f")
+				c.closed()
+			},
+			want: `
+admin: ERR UNKNOWN_COMMAND Unknown+server+commanda
+admin: OK
+admin: raw_admin_tokens.bar	0	0	0
+admin: .
+admin: OK <version>
+admin: closed`,
+		},
+		scenario{
+			name: "raw_can_do_timeout_requeue",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "slow")
+				h := c.handle()
+				w1 := e.dial("w1")
+				w1.Send(P.CanDoTimeout, f, "1000")
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1.Send(P.WorkStatus, h, "1", "2")
+				c.recv()
+				w2 := e.worker("w2", f)
+				w2.Send(P.PreSleep)
+				w2.recv() // NOOP once the timeout requeues the job
+				w2.Send(P.GrabJob)
+				w2.recv()
+				w1.Send(P.WorkComplete, h, "late")
+				w1.recv()
+				w2.Send(P.WorkComplete, h, "on time")
+				c.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+w1: JOB_ASSIGN "H1" "raw_can_do_timeout_requeue.f" "slow"
+client: WORK_STATUS "H1" "1" "2"
+w2: NOOP
+w2: JOB_ASSIGN "H1" "raw_can_do_timeout_requeue.f" "slow"
+w1: ERROR "JOB_NOT_FOUND" "Job given in work result not found"
+client: WORK_COMPLETE "H1" "on time"`,
+		},
+		scenario{
+			name: "raw_worker_disconnect_requeue",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "job")
+				h := c.handle()
+				w1 := e.worker("w1", f)
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1.Send(P.WorkStatus, h, "5", "6")
+				c.recv()
+				w2 := e.worker("w2", f)
+				w2.Send(P.PreSleep)
+				w1.Close()
+				w2.recv() // NOOP once the job is requeued
+				c.Send(P.GetStatus, h)
+				c.recv()
+				w2.Send(P.GrabJob)
+				w2.recv()
+				w2.Send(P.WorkComplete, h, "second try")
+				c.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+w1: JOB_ASSIGN "H1" "raw_worker_disconnect_requeue.f" "job"
+client: WORK_STATUS "H1" "5" "6"
+w2: NOOP
+client: STATUS_RES "H1" "1" "0" "0" "0"
+w2: JOB_ASSIGN "H1" "raw_worker_disconnect_requeue.f" "job"
+client: WORK_COMPLETE "H1" "second try"`,
+		},
+		scenario{
+			name: "raw_job_retries",
+			run: func(e *env) {
+				tg := e.fresh(ServerOptions{JobRetries: 1})
+				f := e.fn("f")
+				c := e.dialAddr("client", tg.Addr)
+				c.Send(P.SubmitJob, f, "", "job")
+				c.handle()
+				w1 := e.dialAddr("w1", tg.Addr)
+				w1.Send(P.CanDo, f)
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1.Close()
+				c.recv()
+				w2 := e.dialAddr("w2", tg.Addr)
+				w2.Send(P.CanDo, f)
+				w2.Send(P.GrabJob)
+				w2.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+w1: JOB_ASSIGN "H1" "raw_job_retries.f" "job"
+client: WORK_FAIL "H1"
+w2: NO_JOB`,
+		},
+		scenario{
+			name: "raw_maxqueue",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.SendLine("create function " + f)
+				c.recv()
+				c.SendLine("maxqueue " + f + " 2")
+				c.recv()
+				c.Write(pipeline(
+					Packet(P.SubmitJobBg, f, "", "1"),
+					Packet(P.SubmitJob, f, "", "2"),
+					Packet(P.SubmitJobBg, f, "", "3"),
+					Packet(P.SubmitJobHigh, f, "", "4"),
+					Packet(P.EchoReq, "after"),
+				))
+				c.recvN(5)
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				// maxqueue counts running jobs too.
+				c.Send(P.SubmitJobBg, f, "", "5")
+				c.recv()
+				c.SendLine("status")
+				c.list()
+			},
+			want: `
+client: OK
+client: OK
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: ERROR "QUEUE_ERROR" "Job queue is full"
+client: ERROR "QUEUE_ERROR" "Job queue is full"
+client: ECHO_RES "after"
+worker: JOB_ASSIGN "H1" "raw_maxqueue.f" "1"
+client: ERROR "QUEUE_ERROR" "Job queue is full"
+client: raw_maxqueue.f	2	1	1
+client: .`,
+		},
+		scenario{
+			name: "raw_maxqueue_before_function_exists",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.SendLine("maxqueue " + f + " 1")
+				c.recv()
+				c.Send(P.SubmitJobBg, f, "", "1")
+				c.recv()
+				c.Send(P.SubmitJobBg, f, "", "2")
+				c.recv()
+			},
+			want: `
+client: OK
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"`,
+		},
+		scenario{
+			name: "raw_cancel_job",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJobBg, f, "", "doomed")
+				h := c.handle()
+				c.Send(P.SubmitJobBg, f, "", "kept")
+				c.handle()
+				a := e.dial("admin")
+				a.SendLine("cancel job " + h)
+				a.recv()
+				a.SendLine("cancel job " + h)
+				a.recv()
+				c.Send(P.GetStatus, h)
+				c.recv()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.GrabJob)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+admin: OK
+admin: OK
+client: STATUS_RES "H1" "1" "0" "0" "0"
+worker: JOB_ASSIGN "H2" "raw_cancel_job.f" "kept"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_create_drop_function",
+			run: func(e *env) {
+				f := e.fn("f")
+				a := e.dial("admin")
+				a.SendLine("create function " + f)
+				a.recv()
+				a.SendLine("status")
+				a.list()
+				a.SendLine("drop function " + f)
+				a.recv()
+				a.SendLine("status")
+				a.list()
+				a.SendLine("drop function " + e.fn("never"))
+				a.recv()
+			},
+			want: `
+admin: OK
+admin: raw_create_drop_function.f	0	0	0
+admin: .
+admin: OK
+admin: .
+admin: ERR function not found`,
+		},
+		scenario{
+			name: "raw_drop_function_queued",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJobBg, f, "", "queued")
+				c.handle()
+				a := e.dial("admin")
+				a.SendLine("drop function " + f)
+				a.recv()
+				a.SendLine("status")
+				a.list()
+			},
+			want: `
+client: JOB_CREATED "H1"
+admin: OK
+admin: .`,
+			gearproxyWants: `
+client: JOB_CREATED "H1"
+admin: ERR {any}
+admin: raw_drop_function_queued.f	1	0	0
+admin: .`,
+			why: "drop function refuses while jobs are queued instead of orphaning them",
+		},
+		scenario{
+			name: "raw_reduce_passthrough",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitReduceJobBackground, f, "ru", "reducer", "aggregator", "data")
+				c.handle()
+				c.Send(P.SubmitReduceJob, f, "ru2", "reducer2", "", "data2")
+				c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobAll)
+				w.recv()
+				w.Send(P.GrabJobUniq)
+				h := w.recv().Args[0]
+				w.Send(P.WorkComplete, h, "reduced")
+				c.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+worker: JOB_ASSIGN_ALL "H1" "raw_reduce_passthrough.f" "ru" "reducer" "data"
+worker: JOB_ASSIGN_UNIQ "H2" "raw_reduce_passthrough.f" "ru2" "data2"
+client: WORK_COMPLETE "H2" "reduced"`,
+		},
+		scenario{
+			name: "raw_sleep_wakeup",
+			run: func(e *env) {
+				f := e.fn("f")
+				w := e.worker("worker", f)
+				w.Send(P.PreSleep)
+				c := e.dial("client")
+				c.Send(P.SubmitJobBg, f, "", "wake")
+				c.handle()
+				w.recv()
+				w.Send(P.PreSleep)
+				w.recv()
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.GrabJob)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+worker: NOOP
+worker: NOOP
+worker: JOB_ASSIGN "H1" "raw_sleep_wakeup.f" "wake"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_grab_variants",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				for _, d := range []string{"a", "b", "c"} {
+					c.Send(P.SubmitJobBg, f, "u"+d, d)
+					c.handle()
+				}
+				w := e.worker("worker", f)
+				for _, g := range []P.Type{P.GrabJob, P.GrabJobUniq, P.GrabJobAll, P.GrabJobAll} {
+					w.Send(g)
+					w.recv()
+				}
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+worker: JOB_ASSIGN "H1" "raw_grab_variants.f" "a"
+worker: JOB_ASSIGN_UNIQ "H2" "raw_grab_variants.f" "ub" "b"
+worker: JOB_ASSIGN_UNIQ "H3" "raw_grab_variants.f" "uc" "c"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_abilities",
+			run: func(e *env) {
+				f, g := e.fn("f"), e.fn("g")
+				c := e.dial("client")
+				c.Send(P.SubmitJobBg, f, "", "x")
+				c.handle()
+				w := e.dial("worker")
+				w.Send(P.CanDo, f)
+				w.Send(P.CanDo, f)
+				w.Send(P.CantDo, f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.CanDo, g)
+				w.Send(P.CanDo, f)
+				w.Send(P.ResetAbilities)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.CanDo, f)
+				w.Send(P.GrabJob)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+worker: NO_JOB
+worker: NO_JOB
+worker: JOB_ASSIGN "H1" "raw_abilities.f" "x"`,
+		},
+		scenario{
+			name: "raw_work_from_other_worker",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "x")
+				h := c.handle()
+				w1 := e.worker("w1", f)
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w2 := e.worker("w2", f)
+				w2.Send(P.WorkComplete, h, "not mine")
+				w2.recv()
+				w2.Send(P.WorkComplete, "H:nosuch:1", "no job")
+				w2.recv()
+				w1.Send(P.WorkComplete, h, "mine")
+				c.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+w1: JOB_ASSIGN "H1" "raw_work_from_other_worker.f" "x"
+w2: ERROR "JOB_NOT_FOUND" "Job given in work result not found"
+w2: ERROR "JOB_NOT_FOUND" "Job given in work result not found"
+client: WORK_COMPLETE "H1" "mine"`,
+		},
+		scenario{
+			name: "raw_exception_without_option",
+			run: func(e *env) {
+				f := e.fn("f")
+				plain := e.dial("plain")
+				plain.Send(P.SubmitJob, f, "", "x")
+				h1 := plain.handle()
+				opt := e.dial("exceptions")
+				opt.Send(P.OptionReq, "exceptions")
+				opt.recv()
+				opt.Send(P.SubmitJob, f, "", "y")
+				h2 := opt.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.WorkException, h1, "boom")
+				plain.recv()
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.WorkException, h2, "boom")
+				opt.recv()
+			},
+			want: `
+plain: JOB_CREATED "H1"
+exceptions: OPTION_RES "exceptions"
+exceptions: JOB_CREATED "H2"
+worker: JOB_ASSIGN "H1" "raw_exception_without_option.f" "x"
+plain: WORK_FAIL "H1\x00"
+worker: JOB_ASSIGN "H2" "raw_exception_without_option.f" "y"
+exceptions: WORK_EXCEPTION "H2" "boom"`,
+			gearproxyWants: `
+plain: JOB_CREATED "H1"
+exceptions: OPTION_RES "exceptions"
+exceptions: JOB_CREATED "H2"
+worker: JOB_ASSIGN "H1" "raw_exception_without_option.f" "x"
+plain: WORK_FAIL "H1"
+worker: JOB_ASSIGN "H2" "raw_exception_without_option.f" "y"
+exceptions: WORK_EXCEPTION "H2" "boom"`,
+			why: "a client without the exceptions option gets a clean WORK_FAIL; gearmand appends a stray NUL to the handle",
+		},
+		scenario{
+			name: "raw_epoch_wakes_worker",
+			run: func(e *env) {
+				f := e.fn("f")
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				due := time.Now().Add(2 * time.Second).Unix()
+				c := e.dial("client")
+				c.Send(P.SubmitJobEpoch, f, "", itoa(due), "later")
+				c.handle()
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.PreSleep)
+				// Wait until a second after the job is due; gearmand
+				// never wakes the worker.
+				w.quiet(time.Until(time.Unix(due+1, 0)) + time.Second)
+				if now := time.Now().Unix(); now < due {
+					e.Logf("worker: woken %ds before the job is due", due-now)
+				}
+				w.Send(P.GrabJob)
+				w.recv()
+			},
+			want: `
+worker: NO_JOB
+client: JOB_CREATED "H1"
+worker: NO_JOB
+worker: (nothing)
+worker: JOB_ASSIGN "H1" "raw_epoch_wakes_worker.f" "later"`,
+			gearproxyWants: `
+worker: NO_JOB
+client: JOB_CREATED "H1"
+worker: NO_JOB
+worker: NOOP
+worker: JOB_ASSIGN "H1" "raw_epoch_wakes_worker.f" "later"`,
+			why: "an epoch job that falls due wakes sleeping workers; gearmand leaves them asleep",
+		},
+		scenario{
+			name: "raw_set_client_id_workers",
+			run: func(e *env) {
+				f, g := e.fn("f"), e.fn("g")
+				w := e.dial("worker")
+				w.Send(P.SetClientID, e.fn("id"))
+				w.Send(P.CanDo, f)
+				w.Send(P.CanDo, g)
+				w2 := e.worker("anon", e.fn("h"))
+				w2.echoCheck("sync")
+				w.echoCheck("sync")
+				a := e.dial("admin")
+				a.SendLine("workers")
+				a.list()
+			},
+			want: `
+anon: ECHO_RES "sync"
+worker: ECHO_RES "sync"
+admin: <fd> 127.0.0.1 - : raw_set_client_id_workers.h
+admin: <fd> 127.0.0.1 raw_set_client_id_workers.id : raw_set_client_id_workers.g raw_set_client_id_workers.f
+admin: .`,
+		},
+	)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
