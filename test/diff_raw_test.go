@@ -365,6 +365,11 @@ client: ECHO_RES "still here"`,
 			want: `
 client: closed
 other: ECHO_RES "unaffected"`,
+			gearproxyWants: `
+client: ERROR "INVALID_COMMAND" "{any}"
+client: closed
+other: ECHO_RES "unaffected"`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand closes without a word",
 		},
 		scenario{
 			name: "raw_type_43_closes",
@@ -377,6 +382,11 @@ other: ECHO_RES "unaffected"`,
 			want: `
 client: closed
 other: ECHO_RES "unaffected"`,
+			gearproxyWants: `
+client: ERROR "INVALID_COMMAND" "{any}"
+client: closed
+other: ECHO_RES "unaffected"`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand closes without a word",
 		},
 		scenario{
 			name: "raw_missing_nul",
@@ -398,6 +408,12 @@ bystander: JOB_CREATED "H1"
 client: (nothing)
 client: closed
 bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
+			gearproxyWants: `
+bystander: JOB_CREATED "H1"
+client: ERROR "INVALID_PACKET" "{any}"
+client: ECHO_RES "after"
+bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand says nothing, reads into the next packet and drops the connection",
 		},
 		scenario{
 			name: "raw_wrong_magic",
@@ -426,6 +442,14 @@ res-magic: ECHO_RES "after"
 bad-magic: closed
 bad-magic: closed
 bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
+			gearproxyWants: `
+bystander: JOB_CREATED "H1"
+res-magic: ERROR "INVALID_MAGIC" "{any}"
+res-magic: closed
+bad-magic: ERROR "INVALID_MAGIC" "{any}"
+bad-magic: closed
+bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand closes silently on an unknown magic; a stream with a wrong magic is not trusted to continue",
 		},
 		scenario{
 			name: "raw_declared_size_too_large",
@@ -448,6 +472,13 @@ client: (nothing)
 client: (nothing)
 bystander: STATUS_RES "H1" "1" "0" "0" "0"
 bystander: ECHO_RES "unaffected"`,
+			gearproxyWants: `
+bystander: JOB_CREATED "H1"
+client: ERROR "ARGUMENT_TOO_LARGE" "{any}"
+client: closed
+bystander: STATUS_RES "H1" "1" "0" "0" "0"
+bystander: ECHO_RES "unaffected"`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand tries to allocate the declared size, fails, and leaves the client hanging",
 		},
 		scenario{
 			name: "raw_oversize_arguments",
@@ -457,22 +488,35 @@ bystander: ECHO_RES "unaffected"`,
 				c.Send(P.SubmitJobBg, f, strings.Repeat("u", 65), "x")
 				c.recv()
 				c.echoCheck("after")
-				c2 := e.dial("function-9000")
-				c2.Send(P.SubmitJobBg, f+strings.Repeat("f", 9000), "", "x")
-				c2.closed()
-				c3 := e.dial("handle-70")
-				c3.Send(P.GetStatus, strings.Repeat("h", 70))
-				c3.closed()
-				c4 := e.dial("option-9000")
-				c4.Send(P.OptionReq, strings.Repeat("o", 9000))
-				c4.closed()
+				for _, bad := range []struct {
+					label string
+					p     []byte
+				}{
+					{"function-9000", Packet(P.SubmitJobBg, f+strings.Repeat("f", 9000), "", "x")},
+					{"option-9000", Packet(P.OptionReq, strings.Repeat("o", 9000))},
+				} {
+					c := e.dial(bad.label)
+					c.Write(bad.p)
+					c.quiet(ioTimeout)
+					c.Send(P.EchoReq, "after")
+					c.quiet(ioTimeout)
+				}
 			},
 			want: `
 unique-65: ERROR "ARGUMENT_TOO_LARGE" "Unique value too large"
 unique-65: ECHO_RES "after"
 function-9000: closed
-handle-70: closed
+function-9000: closed
+option-9000: closed
 option-9000: closed`,
+			gearproxyWants: `
+unique-65: ERROR "ARGUMENT_TOO_LARGE" "Unique value too large"
+unique-65: ECHO_RES "after"
+function-9000: ERROR "ARGUMENT_TOO_LARGE" "{any}"
+function-9000: ECHO_RES "after"
+option-9000: ERROR "ARGUMENT_TOO_LARGE" "{any}"
+option-9000: ECHO_RES "after"`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand drops the connection without a word",
 		},
 		scenario{
 			name: "raw_unique_64_bytes",
@@ -533,12 +577,6 @@ client: ERR UNKNOWN_COMMAND Unknown+server+commandbogus`,
 				c := e.dial("admin")
 				c.SendLine("a b c d e")
 				c.recv()
-				// gearmand takes the line end for "\r\n" and drops the
-				// last character of a bare "\n" line.
-				c.Write([]byte("create function " + e.fn("bare") + "\n"))
-				c.recv()
-				c.SendLine("status")
-				c.list()
 				c.SendLine("VERSION")
 				c.recv()
 				c.SendLine("a b c d e f")
@@ -546,11 +584,42 @@ client: ERR UNKNOWN_COMMAND Unknown+server+commandbogus`,
 			},
 			want: `
 admin: ERR UNKNOWN_COMMAND Unknown+server+commanda
-admin: OK
-admin: raw_admin_tokens.bar	0	0	0
-admin: .
 admin: OK <version>
 admin: closed`,
+			gearproxyWants: `
+admin: ERR UNKNOWN_COMMAND Unknown+server+commanda
+admin: OK <version>
+admin: ERR ARGUMENT_TOO_LARGE {any}
+admin: closed`,
+			why: "every bad input gets an ERROR naming the cause (architecture.md); gearmand closes without a word",
+		},
+		scenario{
+			name: "raw_admin_bare_newline",
+			run: func(e *env) {
+				c := e.dial("admin")
+				// gearmand takes every line end for "\r\n" and drops
+				// the last character of a line that ends in a bare "\n".
+				c.Write([]byte("create function " + e.fn("bare") + "\n"))
+				c.recv()
+				c.SendLine("status")
+				c.list()
+			},
+			want: `
+admin: OK
+admin: raw_admin_bare_newline.bar	0	0	0
+admin: .`,
+			knownDiff: "raw_admin_bare_newline",
+		},
+		scenario{
+			name: "raw_get_status_long_handle",
+			run: func(e *env) {
+				c := e.dial("client")
+				c.Send(P.GetStatus, strings.Repeat("h", 70))
+				c.quiet(ioTimeout)
+			},
+			want: `
+client: closed`,
+			knownDiff: "raw_get_status_long_handle",
 		},
 		scenario{
 			name: "raw_can_do_timeout_requeue",
@@ -727,6 +796,7 @@ admin: OK
 client: STATUS_RES "H1" "1" "0" "0" "0"
 worker: JOB_ASSIGN "H2" "raw_cancel_job.f" "kept"
 worker: NO_JOB`,
+			knownDiff: "raw_cancel_job",
 		},
 		scenario{
 			name: "raw_create_drop_function",
