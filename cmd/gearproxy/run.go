@@ -1,12 +1,146 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/gearproxy/gearproxy/backend"
+	"github.com/gearproxy/gearproxy/config"
+	"github.com/gearproxy/gearproxy/jobserver"
+	"github.com/gearproxy/gearproxy/jobserver/store"
+	"github.com/gearproxy/gearproxy/proxy"
 )
 
-// runProxy is a placeholder until its part lands.
-func runProxy(_ []string, _ io.Writer, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "gearproxy: run: not built yet")
-	return 1
+// runProxy is `gearproxy` and `gearproxy run [-config FILE]`: it runs the
+// proxy until SIGINT or SIGTERM.
+func runProxy(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file (default: the built-in defaults of config.toml.example)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gearproxy run: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg := config.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = config.Load(*file); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serveProxy(ctx, cfg, log, stdout); err != nil {
+		fmt.Fprintf(stderr, "gearproxy: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch cfg.Log.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serveProxy turns the configuration into the packages' own options, runs
+// the proxy and stops it when ctx ends.
+func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+	var bundled []*jobserver.Server
+	defer func() {
+		for _, js := range bundled {
+			js.Close()
+		}
+	}()
+	opts := proxy.Options{
+		HandleKey:      []byte(cfg.HandleKey),
+		HandleCache:    cfg.Limits.HandleCache,
+		MaxConnections: cfg.Limits.MaxConnections,
+		MaxData:        cfg.Limits.MaxPacketSize,
+		MaxOutput:      cfg.Limits.MaxOutput,
+		IdleTimeout:    cfg.Limits.IdleTimeout.Duration,
+		HealthInterval: cfg.Health.Interval.Duration,
+		HealthTimeout:  cfg.Health.Timeout.Duration,
+		DialTimeout:    cfg.Health.DialTimeout.Duration,
+		MaxBackoff:     cfg.Health.MaxBackoff.Duration,
+		Version:        jobserver.Version,
+		Logger:         log,
+	}
+	for _, b := range cfg.Backends {
+		pb := proxy.Backend{Name: b.Name, Weight: b.Weight, Links: b.Links}
+		if b.Bundled {
+			st, err := store.Open(cfg.BackendDir(b), store.Options{Logger: log.With("backend", b.Name)})
+			if err != nil {
+				return fmt.Errorf("backend %s: %w", b.Name, err)
+			}
+			js, err := jobserver.New(jobserver.Options{
+				// A short prefix keeps handles embeddable in the
+				// 63 bytes clients accept.
+				HandlePrefix: "H:" + b.Name,
+				MaxPacket:    cfg.Limits.MaxPacketSize,
+				Logger:       log.With("backend", b.Name),
+				Store:        st,
+			})
+			if err != nil {
+				st.Close()
+				return fmt.Errorf("backend %s: %w", b.Name, err)
+			}
+			bundled = append(bundled, js)
+			pb.Dial = backend.PipeDialer(js.ServeConn)
+		} else {
+			pb.Dial = backend.TCPDialer(b.Address)
+		}
+		opts.Backends = append(opts.Backends, pb)
+	}
+	srv, err := proxy.New(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	for _, l := range cfg.Listeners {
+		if l.User == "" {
+			return fmt.Errorf("listener %s: authentication is not available yet: set user = \"...\"", l.Address)
+		}
+		u, ok := cfg.User(l.User)
+		if !ok {
+			return fmt.Errorf("listener %s: user %q is not configured", l.Address, l.User)
+		}
+		addr, err := srv.Listen(l.Address, proxy.Listener{
+			Auth:           proxy.FixedUser{User: u.Name, Superuser: u.Superuser},
+			AuthTimeout:    l.AuthTimeout.Duration,
+			MaxConnections: l.MaxConnections,
+		})
+		if err != nil {
+			return err
+		}
+		log.Info("listening", "addr", addr.String(), "user", u.Name)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	if err := srv.Close(); err != nil && !errors.Is(err, proxy.ErrClosed) {
+		return err
+	}
+	return nil
 }

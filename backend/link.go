@@ -1,0 +1,164 @@
+package backend
+
+import (
+	"errors"
+	"net"
+	"sync"
+
+	"github.com/gearproxy/gearproxy/protocol"
+)
+
+// ErrDown is returned for a request to a backend, or a link, that is not
+// connected. The request was not sent.
+var ErrDown = errors.New("backend down")
+
+// outputLimit bounds what the proxy queues to one backend connection. A
+// backend that stops reading that much is treated as dead.
+const outputLimit = 64 << 20
+
+// Link is one connection to a backend: a reader goroutine, and an Outbox
+// with its writer goroutine. On a shared client link every request that
+// gearmand answers (SUBMIT_JOB*, GET_STATUS*, OPTION_REQ, ECHO_REQ) is paired
+// with its reply purely by order, as gearmand answers each connection's
+// requests strictly in order; packets that answer no request (WORK_* on a
+// client link, everything on a worker link) go to the link's handler.
+type Link struct {
+	conn    net.Conn
+	out     *protocol.Outbox
+	handler func(*protocol.Packet)
+	onClose func(error)
+
+	mu      sync.Mutex
+	waiting []func(*protocol.Packet) // replies owed, oldest first
+	head    int
+	closed  bool
+
+	done chan struct{}
+}
+
+func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose func(error)) *Link {
+	l := &Link{
+		conn:    conn,
+		out:     protocol.NewOutbox(conn, outputLimit),
+		handler: handler,
+		onClose: onClose,
+		done:    make(chan struct{}),
+	}
+	go func() {
+		if err := l.out.Run(); err != nil {
+			l.fail(err)
+		}
+	}()
+	go l.readLoop(maxData)
+	return l
+}
+
+// isReply reports whether a packet from a backend answers a request, in
+// gearmand's order, rather than arriving unasked.
+func isReply(t protocol.Type) bool {
+	switch t {
+	case protocol.JobCreated, protocol.Error, protocol.StatusRes, protocol.StatusResUnique,
+		protocol.OptionRes, protocol.EchoRes:
+		return true
+	}
+	return false
+}
+
+func (l *Link) readLoop(maxData int) {
+	defer close(l.done)
+	r := protocol.NewReader(l.conn, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData})
+	var p protocol.Packet
+	for {
+		if err := r.Read(&p); err != nil {
+			l.fail(err)
+			return
+		}
+		if isReply(p.Type) {
+			if reply := l.pop(); reply != nil {
+				reply(&p)
+				continue
+			}
+		}
+		l.handler(&p)
+	}
+}
+
+func (l *Link) pop() func(*protocol.Packet) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.head == len(l.waiting) {
+		return nil
+	}
+	f := l.waiting[l.head]
+	l.waiting[l.head] = nil
+	l.head++
+	if l.head == len(l.waiting) {
+		l.head, l.waiting = 0, l.waiting[:0]
+	}
+	return f
+}
+
+// Request queues a request and the function that receives its reply. reply
+// runs on the link's reader goroutine with a packet valid only during the
+// call, or with nil when the link dies before the reply arrives. encode
+// appends the request to the link's output buffer (see Outbox.Append).
+func (l *Link) Request(encode func([]byte) []byte, reply func(*protocol.Packet)) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrDown
+	}
+	// Queueing the reply and the bytes under one lock is what keeps the
+	// pairing exact when many sessions share the link.
+	l.waiting = append(l.waiting, reply)
+	err := l.out.Append(encode)
+	if err != nil {
+		l.waiting = l.waiting[:len(l.waiting)-1]
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.fail(err)
+		return ErrDown
+	}
+	return nil
+}
+
+// Send queues a packet that gets no reply.
+func (l *Link) Send(encode func([]byte) []byte) error {
+	if err := l.out.Append(encode); err != nil {
+		l.fail(err)
+		return ErrDown
+	}
+	return nil
+}
+
+// Packet queues one packet that gets no reply.
+func (l *Link) Packet(t protocol.Type, args ...[]byte) error {
+	return l.Send(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Req, t, args...) })
+}
+
+// Close closes the link; replies still owed are answered with nil.
+func (l *Link) Close() { l.fail(ErrDown) }
+
+// Done is closed when the link's reader has stopped.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+func (l *Link) fail(err error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	owed := l.waiting[l.head:]
+	l.waiting, l.head = nil, 0
+	l.mu.Unlock()
+	l.out.Close()
+	l.conn.Close()
+	for _, reply := range owed {
+		reply(nil)
+	}
+	if l.onClose != nil {
+		l.onClose(err)
+	}
+}

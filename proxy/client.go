@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"bytes"
+	"sync"
+
+	"github.com/gearproxy/gearproxy/backend"
+	"github.com/gearproxy/gearproxy/protocol"
+	"github.com/gearproxy/gearproxy/router"
+)
+
+// dispatch handles one packet from the peer, on the reader goroutine. The
+// packet is valid only until dispatch returns; anything an asynchronous
+// reply needs is copied first.
+func (s *session) dispatch(p *protocol.Packet) {
+	switch t := p.Type; {
+	case t == protocol.Text:
+		s.admin(p)
+	case t.IsSubmit():
+		s.submit(p)
+	case t == protocol.GetStatus:
+		s.getStatus(p)
+	case t == protocol.GetStatusUnique:
+		s.getStatusUnique(p)
+	case t == protocol.EchoReq:
+		data := p.Data()
+		s.answer(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.EchoRes, data) })
+	case t == protocol.OptionReq:
+		s.option(p.Arg(0))
+	case t == protocol.SetClientID:
+		s.setClientID(p.Arg(0))
+	case t == protocol.CanDo, t == protocol.CanDoTimeout, t == protocol.CantDo, t == protocol.ResetAbilities:
+		s.ability(p)
+	case t == protocol.PreSleep:
+		s.preSleep()
+	case t == protocol.GrabJob, t == protocol.GrabJobUniq, t == protocol.GrabJobAll:
+		s.grab(t)
+	case t == protocol.WorkData, t == protocol.WorkWarning, t == protocol.WorkStatus,
+		t == protocol.WorkComplete, t == protocol.WorkFail, t == protocol.WorkException:
+		s.workResult(p)
+	default:
+		// Response types sent to the server, type 5, ALL_YOURS, SASL
+		// after authentication: what gearmand says to them.
+		s.answer(func(dst []byte) []byte {
+			return protocol.AppendError(dst, "INVALID_COMMAND", "command not expected: "+t.String())
+		})
+	}
+}
+
+func permissionDenied(v Verb, name []byte) func([]byte) []byte {
+	text := v.String() + " " + string(name) + " is not allowed"
+	return func(dst []byte) []byte { return protocol.AppendError(dst, "PERMISSION_DENIED", text) }
+}
+
+func (s *session) submit(p *protocol.Packet) {
+	fn, unique, data := p.Arg(0), p.Arg(1), p.Data()
+	if !s.ident.Allow(Submit, fn) {
+		s.answer(permissionDenied(Submit, fn))
+		return
+	}
+	key := ""
+	if !p.Type.IsBackground() && len(unique) > 0 {
+		key = coalesceKey(fn, unique, data)
+	}
+	seq := s.reserve()
+	up := s.srv.upSet()
+	for {
+		i := s.srv.router.PickJob(fn, unique, data, up, s.srv.load)
+		if i < 0 {
+			s.fill(seq, func(dst []byte) []byte {
+				return protocol.AppendError(dst, "QUEUE_ERROR", "no backend is up")
+			})
+			return
+		}
+		if err := s.srv.pools[i].submit(s, seq, p, key); err == nil {
+			return
+		}
+		// The backend went down between the health check and now: the
+		// next one in rendezvous order takes the job.
+		up = up.Without(i)
+	}
+}
+
+func (srv *Server) load(i int) int64 { return srv.pools[i].load.Load() }
+
+func unknownStatus(h []byte) func([]byte) []byte {
+	return func(dst []byte) []byte {
+		return protocol.AppendPacket(dst, protocol.Res, protocol.StatusRes, h, zero, zero, zero, zero)
+	}
+}
+
+var zero = []byte("0")
+
+func (s *session) getStatus(p *protocol.Packet) {
+	h := bytes.Clone(p.Arg(0))
+	seq := s.reserve()
+	i, bh, ok := s.srv.codec.Decode(s.ident.User, h)
+	if !ok {
+		// A handle this user was never given: unknown, like gearmand
+		// answers for a handle it never issued.
+		s.fill(seq, unknownStatus(h))
+		return
+	}
+	link := s.srv.pools[i].b.Link()
+	if link == nil {
+		s.fill(seq, unknownStatus(h))
+		return
+	}
+	err := link.Request(func(dst []byte) []byte {
+		return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatus, bh)
+	}, func(r *protocol.Packet) {
+		if r == nil || r.Type != protocol.StatusRes || len(r.Args) != 5 {
+			s.fill(seq, unknownStatus(h))
+			return
+		}
+		s.fill(seq, func(dst []byte) []byte {
+			return protocol.AppendPacket(dst, protocol.Res, protocol.StatusRes, h, r.Args[1], r.Args[2], r.Args[3], r.Args[4])
+		})
+	})
+	if err != nil {
+		s.fill(seq, unknownStatus(h))
+	}
+}
+
+// getStatusUnique asks every healthy backend: GET_STATUS_UNIQUE names no
+// function, so the unique alone cannot be routed. A backend that knows the
+// job wins; otherwise the answer is "unknown".
+func (s *session) getStatusUnique(p *protocol.Packet) {
+	unique := bytes.Clone(p.Arg(0))
+	seq := s.reserve()
+	unknown := func(dst []byte) []byte {
+		return protocol.AppendPacket(dst, protocol.Res, protocol.StatusResUnique, unique, zero, zero, zero, zero, zero)
+	}
+	var (
+		mu      sync.Mutex
+		pending int
+		found   []byte
+	)
+	finish := func() {
+		if found != nil {
+			b := found
+			s.fill(seq, func(dst []byte) []byte { return append(dst, b...) })
+		} else {
+			s.fill(seq, unknown)
+		}
+	}
+	var links []*backend.Link
+	up := s.srv.upSet()
+	for i, p := range s.srv.pools {
+		if up.Has(i) {
+			if l := p.b.Link(); l != nil {
+				links = append(links, l)
+			}
+		}
+	}
+	if len(links) == 0 {
+		s.fill(seq, unknown)
+		return
+	}
+	pending = len(links)
+	for _, l := range links {
+		err := l.Request(func(dst []byte) []byte {
+			return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatusUnique, unique)
+		}, func(r *protocol.Packet) {
+			mu.Lock()
+			defer mu.Unlock()
+			if r != nil && r.Type == protocol.StatusResUnique && len(r.Args) == 6 && string(r.Args[1]) != "0" && found == nil {
+				found = protocol.AppendPacket(nil, protocol.Res, protocol.StatusResUnique, r.Args...)
+			}
+			if pending--; pending == 0 {
+				finish()
+			}
+		})
+		if err != nil {
+			mu.Lock()
+			if pending--; pending == 0 {
+				finish()
+			}
+			mu.Unlock()
+		}
+	}
+}
+
+// option answers OPTION_REQ itself: the only option gearmand knows,
+// "exceptions", is kept per session, since the shared links to backends
+// always have it.
+func (s *session) option(name []byte) {
+	if !bytes.EqualFold(name, []byte("exceptions")) {
+		s.answer(func(dst []byte) []byte { return protocol.AppendError(dst, "UNKNOWN_OPTION", "Server does not recognize given option") })
+		return
+	}
+	s.exceptions.Store(true)
+	s.answer(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.OptionRes, name) })
+}
+
+func (s *session) setClientID(id []byte) {
+	s.mu.Lock()
+	s.clientID = string(id)
+	w := s.worker
+	s.mu.Unlock()
+	if w != nil {
+		w.sendAll(protocol.SetClientID, id)
+	}
+}
+
+var _ = router.MaxHandle

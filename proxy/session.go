@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gearproxy/gearproxy/protocol"
+)
+
+// session is one client or worker connection. Its reader goroutine reads
+// and dispatches packets in order; replies are produced by that goroutine
+// or by backend link readers, and leave through the Outbox's writer
+// goroutine. A session becomes a worker lazily, on its first worker packet.
+type session struct {
+	srv    *Server
+	id     uint64
+	conn   net.Conn
+	out    *protocol.Outbox
+	ident  Identity
+	remote string
+	src    *sourceReader
+
+	exceptions atomic.Bool
+
+	mu sync.Mutex
+	// replies owed, in request order. Reply i belongs to sequence number
+	// base+i; a reply that is ready waits until every earlier one is, so
+	// each client sees its replies in the order it sent its requests.
+	base    uint64
+	replies []reply
+	store   []reply
+	// jobs this session waits on, with how many times it submitted each.
+	jobs     map[*job]*pool
+	clientID string
+	worker   *worker
+	closing  bool
+	reason   string
+}
+
+type reply struct {
+	data  []byte
+	ready bool
+}
+
+func newSession(s *Server, a Authenticated) *session {
+	sess := &session{
+		srv:    s,
+		id:     s.nextID.Add(1),
+		conn:   a.Conn,
+		out:    protocol.NewOutbox(a.Conn, s.opts.MaxOutput),
+		ident:  a.Identity,
+		remote: a.Conn.RemoteAddr().String(),
+	}
+	sess.src = &sourceReader{conn: a.Conn, prefix: a.Buffered}
+	return sess
+}
+
+// sourceReader feeds the protocol.Reader. It hands out bytes read ahead
+// (by the authenticator, or the one byte an idle session waits for), and
+// arms a short read deadline when the session is at a packet boundary, so
+// that a quiet session can give its read buffer back.
+type sourceReader struct {
+	conn   net.Conn
+	prefix []byte
+	one    [1]byte
+	armed  bool
+}
+
+func (r *sourceReader) Read(p []byte) (int, error) {
+	if len(r.prefix) > 0 {
+		n := copy(p, r.prefix)
+		r.prefix = r.prefix[n:]
+		return n, nil
+	}
+	if r.armed {
+		r.armed = false
+		r.conn.SetReadDeadline(time.Now().Add(shrinkAfter))
+		n, err := r.conn.Read(p)
+		r.conn.SetReadDeadline(time.Time{})
+		return n, err
+	}
+	return r.conn.Read(p)
+}
+
+// waitFirstByte blocks without a read buffer until the peer sends
+// something, then keeps that byte for the next Read.
+func (r *sourceReader) waitFirstByte(idle time.Duration, busy func() bool) error {
+	if len(r.prefix) > 0 {
+		return nil
+	}
+	for {
+		if idle > 0 {
+			r.conn.SetReadDeadline(time.Now().Add(idle))
+		}
+		n, err := r.conn.Read(r.one[:])
+		if idle > 0 {
+			r.conn.SetReadDeadline(time.Time{})
+		}
+		if n == 1 {
+			r.prefix = r.one[:]
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && busy() {
+				continue
+			}
+			return err
+		}
+	}
+}
+
+func (s *session) serve() {
+	log := s.srv.log.With("session", s.id, "remote", s.remote, "user", s.ident.User)
+	log.Debug("session open")
+	go s.out.Run()
+	err := s.readLoop()
+	s.cleanup()
+	s.mu.Lock()
+	reason := s.reason
+	s.mu.Unlock()
+	if reason == "" && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		reason = err.Error()
+	}
+	log.Debug("session closed", "reason", reason)
+}
+
+func (s *session) readLoop() error {
+	var r *protocol.Reader
+	var p protocol.Packet
+	for {
+		if r == nil {
+			if err := s.src.waitFirstByte(s.srv.opts.IdleTimeout, s.busy); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					s.setReason("idle timeout")
+				}
+				return err
+			}
+			r = protocol.NewReader(s.src, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.srv.opts.MaxData, Text: true})
+		}
+		if r.Buffered() == 0 {
+			s.src.armed = true
+		}
+		err := r.Read(&p)
+		s.src.armed = false
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && r.Buffered() == 0 {
+				// Quiet at a packet boundary: drop the buffer.
+				r = nil
+				continue
+			}
+			var fe *protocol.FrameError
+			if errors.As(err, &fe) {
+				seq := s.reserve()
+				s.fill(seq, func(dst []byte) []byte { return protocol.AppendError(dst, fe.Code, fe.Error()) })
+				if fe.Synced {
+					continue
+				}
+				s.setReason("protocol error: " + fe.Error())
+			}
+			return err
+		}
+		s.dispatch(&p)
+	}
+}
+
+func (s *session) setReason(r string) {
+	s.mu.Lock()
+	if s.reason == "" {
+		s.reason = r
+	}
+	s.mu.Unlock()
+}
+
+// busy reports whether the session waits for something, so an idle
+// timeout must not cut it off.
+func (s *session) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.replies) > 0 || len(s.jobs) > 0 || s.worker != nil
+}
+
+// reserve takes the next reply slot.
+func (s *session) reserve() uint64 {
+	s.mu.Lock()
+	seq := s.base + uint64(len(s.replies))
+	s.appendReply(reply{})
+	s.mu.Unlock()
+	return seq
+}
+
+// appendReply adds a slot, reusing the slots' backing array once the
+// queue has drained, so a busy session does not allocate per request.
+func (s *session) appendReply(r reply) {
+	if len(s.replies) == 0 {
+		s.replies = s.store[:0]
+	}
+	s.replies = append(s.replies, r)
+	if cap(s.replies) > cap(s.store) {
+		s.store = s.replies[:0]
+	}
+}
+
+// fill answers reply slot seq; encode runs before fill returns.
+func (s *session) fill(seq uint64, encode func([]byte) []byte) {
+	s.mu.Lock()
+	s.fillLocked(seq, encode)
+	s.mu.Unlock()
+}
+
+func (s *session) fillLocked(seq uint64, encode func([]byte) []byte) {
+	i := int(seq - s.base)
+	if s.closing || i < 0 || i >= len(s.replies) {
+		return
+	}
+	if i > 0 {
+		s.replies[i] = reply{data: encode(nil), ready: true}
+		return
+	}
+	if err := s.out.Append(encode); err != nil {
+		s.overflow(err)
+	}
+	s.popLocked()
+	// Send every reply that was ready and waited behind this one.
+	for len(s.replies) > 0 && s.replies[0].ready {
+		if err := s.out.Write(s.replies[0].data); err != nil {
+			s.overflow(err)
+		}
+		s.popLocked()
+	}
+}
+
+func (s *session) popLocked() {
+	s.replies[0] = reply{}
+	s.replies = s.replies[1:]
+	s.base++
+}
+
+// push sends a packet that answers no request (WORK_* to a client, NOOP to
+// a worker). It must not overtake an owed reply it depends on (a job's
+// JOB_CREATED), so while replies are owed it queues behind them.
+func (s *session) push(encode func([]byte) []byte) {
+	s.mu.Lock()
+	s.pushLocked(encode)
+	s.mu.Unlock()
+}
+
+func (s *session) pushLocked(encode func([]byte) []byte) {
+	if s.closing {
+		return
+	}
+	if len(s.replies) == 0 {
+		if err := s.out.Append(encode); err != nil {
+			s.overflow(err)
+		}
+		return
+	}
+	s.appendReply(reply{data: encode(nil), ready: true})
+}
+
+// answer is reserve plus fill, for replies the reader knows at once.
+func (s *session) answer(encode func([]byte) []byte) {
+	s.push(encode)
+}
+
+func (s *session) workPacket(t protocol.Type, args [][]byte) {
+	if t == protocol.WorkException && !s.exceptions.Load() {
+		// Without the exceptions option gearmand sends WORK_FAIL with a
+		// stray NUL after the handle, which hangs some clients; ours is
+		// clean.
+		h := args[0]
+		s.push(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.WorkFail, h) })
+		return
+	}
+	s.push(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, t, args...) })
+}
+
+func (s *session) overflow(err error) {
+	if s.reason == "" {
+		s.reason = "output: " + err.Error()
+	}
+	s.closing = true
+	// Closing the connection ends the reader; cleanup does the rest.
+	s.conn.Close()
+}
+
+// kill ends the session from outside its goroutines.
+func (s *session) kill(reason string) {
+	s.setReason(reason)
+	s.conn.Close()
+}
+
+func (s *session) attach(p *pool, j *job) {
+	j.subs = append(j.subs, s)
+	s.mu.Lock()
+	if s.jobs == nil {
+		s.jobs = map[*job]*pool{}
+	}
+	s.jobs[j] = p
+	s.mu.Unlock()
+}
+
+func (s *session) detach(j *job) {
+	s.mu.Lock()
+	delete(s.jobs, j)
+	s.mu.Unlock()
+}
+
+func (s *session) cleanup() {
+	s.mu.Lock()
+	s.closing = true
+	jobs := s.jobs
+	s.jobs = nil
+	w := s.worker
+	s.mu.Unlock()
+	for j, p := range jobs {
+		p.detach(s, j)
+	}
+	if w != nil {
+		w.close()
+	}
+	s.out.Close()
+	select {
+	case <-s.out.Done():
+	case <-time.After(time.Second):
+	}
+	s.conn.Close()
+}

@@ -1,0 +1,384 @@
+package proxy
+
+import (
+	"github.com/gearproxy/gearproxy/backend"
+	"github.com/gearproxy/gearproxy/protocol"
+)
+
+// worker is the worker role of a session: a link to every healthy backend,
+// the abilities to register on each (and replay on one that comes back),
+// and the grab in progress. All of it is guarded by the session's mutex.
+//
+// Wake-ups: the worker's PRE_SLEEP goes to every backend, and the first
+// NOOP back is the one the worker sees; later ones only mark their backend
+// as having work. A grab asks those backends first, in the order they
+// woke, then the rest starting after the backend that assigned last, so
+// that no backend's queue starves. A backend that answers NO_JOB is put to
+// sleep again at once (the proxy sends PRE_SLEEP for the worker), so it
+// wakes the worker when work arrives there while another backend keeps
+// the worker busy.
+type worker struct {
+	s         *session
+	links     []*backend.Link // by backend index; nil when not connected
+	abilities []ability
+	sleeping  bool  // the worker sent PRE_SLEEP and has had no NOOP since
+	woke      []int // backends that signalled work, oldest first
+	cursor    int   // where the rotation starts when no backend woke
+	queue     []grabRequest
+	cur       *grabState
+	closed    bool
+}
+
+type ability struct {
+	t       protocol.Type // CAN_DO or CAN_DO_TIMEOUT
+	fn      []byte
+	timeout []byte
+}
+
+type grabRequest struct {
+	t   protocol.Type
+	seq uint64
+}
+
+type grabState struct {
+	grabRequest
+	order []int
+	pos   int
+	at    int // backend asked now
+}
+
+// ensureWorker turns the session into a worker on its first worker packet:
+// idle clients never pay for worker links.
+func (s *session) ensureWorker() *worker {
+	s.mu.Lock()
+	if w := s.worker; w != nil {
+		s.mu.Unlock()
+		return w
+	}
+	w := &worker{s: s, links: make([]*backend.Link, len(s.srv.pools))}
+	s.worker = w
+	s.mu.Unlock()
+	up := s.srv.upSet()
+	for i := range s.srv.pools {
+		if up.Has(i) {
+			w.connect(i)
+		}
+	}
+	return w
+}
+
+// connect opens the worker's link to backend i and replays what the
+// worker told the others.
+func (w *worker) connect(i int) {
+	s := w.s
+	// The link's callbacks need the link itself: they wait until it is
+	// known.
+	var link *backend.Link
+	ready := make(chan struct{})
+	var err error
+	link, err = s.srv.pools[i].b.OpenWorker(func(p *protocol.Packet) {
+		<-ready
+		w.fromBackend(i, link, p)
+	}, func(error) {
+		<-ready
+		go w.lost(i, link)
+	})
+	close(ready)
+	if err != nil {
+		s.srv.log.Debug("worker link", "session", s.id, "backend", s.srv.pools[i].b.Name(), "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := link
+	if w.closed || w.links[i] != nil {
+		go l.Close()
+		return
+	}
+	w.links[i] = l
+	if s.clientID != "" {
+		l.Packet(protocol.SetClientID, []byte(s.clientID))
+	}
+	for _, a := range w.abilities {
+		a.send(l)
+	}
+	if w.sleeping {
+		l.Packet(protocol.PreSleep)
+	}
+}
+
+func (a ability) send(l *backend.Link) {
+	if a.t == protocol.CanDoTimeout {
+		l.Packet(a.t, a.fn, a.timeout)
+		return
+	}
+	l.Packet(a.t, a.fn)
+}
+
+// lost forgets a link that ended; a grab waiting on it moves on.
+func (w *worker) lost(i int, link *backend.Link) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if link == nil || w.links[i] != link {
+		return
+	}
+	w.links[i] = nil
+	w.unwake(i)
+	if w.cur != nil && w.cur.at == i {
+		w.cur.pos++
+		w.tryNext()
+	}
+}
+
+func (w *worker) close() {
+	w.s.mu.Lock()
+	w.closed = true
+	links := w.links
+	w.links = make([]*backend.Link, len(links))
+	w.s.mu.Unlock()
+	for _, l := range links {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// sendAll sends a packet to every backend (under the session lock, so
+// that its order with other packets to all backends is the same on each).
+func (w *worker) sendAll(t protocol.Type, args ...[]byte) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.sendAllLocked(t, args...)
+}
+
+func (w *worker) sendAllLocked(t protocol.Type, args ...[]byte) {
+	for _, l := range w.links {
+		if l != nil {
+			l.Packet(t, args...)
+		}
+	}
+}
+
+func (w *worker) fromBackend(i int, link *backend.Link, p *protocol.Packet) {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w.links[i] != link {
+		return
+	}
+	switch p.Type {
+	case protocol.Noop:
+		w.wake(i)
+	case protocol.NoJob:
+		if w.cur != nil && w.cur.at == i {
+			w.noJob(i)
+		}
+	case protocol.JobAssign, protocol.JobAssignUniq, protocol.JobAssignAll:
+		if w.cur == nil || w.cur.at != i || len(p.Args) == 0 {
+			return
+		}
+		w.assigned(i, p)
+	case protocol.Error:
+		if w.cur != nil && w.cur.at == i {
+			// A grab that fails on one backend is a NO_JOB there.
+			w.noJob(i)
+			return
+		}
+		// An ERROR about a WORK_* packet (JOB_NOT_FOUND after a
+		// timeout): the worker would have had it from gearmand too.
+		s.pushLocked(copyPacket(p))
+	}
+}
+
+func (w *worker) wake(i int) {
+	for _, b := range w.woke {
+		if b == i {
+			goto signalled
+		}
+	}
+	w.woke = append(w.woke, i)
+signalled:
+	if w.sleeping {
+		w.sleeping = false
+		w.s.pushLocked(appendNoop)
+	}
+}
+
+func appendNoop(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.Noop) }
+
+func (w *worker) unwake(i int) {
+	for k, b := range w.woke {
+		if b == i {
+			w.woke = append(w.woke[:k], w.woke[k+1:]...)
+			return
+		}
+	}
+}
+
+func (w *worker) noJob(i int) {
+	w.unwake(i)
+	if l := w.links[i]; l != nil {
+		l.Packet(protocol.PreSleep)
+	}
+	w.cur.pos++
+	w.tryNext()
+}
+
+func (w *worker) assigned(i int, p *protocol.Packet) {
+	// The backend that assigned may well have more: it goes to the back
+	// of the woken list, behind backends that signalled work meanwhile.
+	w.unwake(i)
+	w.woke = append(w.woke, i)
+	w.cursor = (i + 1) % len(w.links)
+	seq, user := w.cur.seq, w.s.ident.User
+	w.cur = nil
+	codec := w.s.srv.codec
+	var args [8][]byte
+	a := append(args[:0], p.Args...)
+	t := p.Type
+	w.s.fillLocked(seq, func(dst []byte) []byte {
+		start := len(dst)
+		dst = protocol.AppendPacket(dst, protocol.Res, t)
+		dst = codec.Encode(dst, user, i, a[0])
+		for _, x := range a[1:] {
+			dst = append(dst, 0)
+			dst = append(dst, x...)
+		}
+		size := len(dst) - start - protocol.HeaderSize
+		dst[start+8], dst[start+9], dst[start+10], dst[start+11] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size)
+		return dst
+	})
+	w.startNext()
+}
+
+// startNext begins the next queued grab, if none is in progress.
+func (w *worker) startNext() {
+	if w.cur != nil || len(w.queue) == 0 {
+		return
+	}
+	g := &grabState{grabRequest: w.queue[0]}
+	w.queue = w.queue[1:]
+	n := len(w.links)
+	g.order = append(make([]int, 0, n), w.woke...)
+	for k := 0; k < n; k++ {
+		b := (w.cursor + k) % n
+		seen := false
+		for _, x := range w.woke {
+			seen = seen || x == b
+		}
+		if !seen {
+			g.order = append(g.order, b)
+		}
+	}
+	w.cur = g
+	w.tryNext()
+}
+
+// tryNext asks the next backend in the grab's order, or answers NO_JOB
+// when every one has said no.
+func (w *worker) tryNext() {
+	g := w.cur
+	for g.pos < len(g.order) {
+		b := g.order[g.pos]
+		if l := w.links[b]; l != nil && l.Packet(g.t) == nil {
+			g.at = b
+			return
+		}
+		g.pos++
+	}
+	w.cur = nil
+	w.s.fillLocked(g.seq, func(dst []byte) []byte {
+		return protocol.AppendPacket(dst, protocol.Res, protocol.NoJob)
+	})
+	w.startNext()
+}
+
+func (s *session) grab(t protocol.Type) {
+	w := s.ensureWorker()
+	seq := s.reserve()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.queue = append(w.queue, grabRequest{t: t, seq: seq})
+	w.startNext()
+}
+
+func (s *session) preSleep() {
+	w := s.ensureWorker()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.sleeping = true
+	w.sendAllLocked(protocol.PreSleep)
+	if len(w.woke) > 0 {
+		// A backend signalled work since the last grab: wake at once,
+		// as gearmand does when a job is waiting.
+		w.sleeping = false
+		s.pushLocked(appendNoop)
+	}
+}
+
+func (s *session) ability(p *protocol.Packet) {
+	fn := p.Arg(0)
+	if (p.Type == protocol.CanDo || p.Type == protocol.CanDoTimeout) && !s.ident.Allow(Work, fn) {
+		s.answer(permissionDenied(Work, fn))
+		return
+	}
+	w := s.ensureWorker()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch p.Type {
+	case protocol.CanDo:
+		w.abilities = append(w.abilities, ability{t: p.Type, fn: append([]byte(nil), fn...)})
+	case protocol.CanDoTimeout:
+		w.abilities = append(w.abilities, ability{t: p.Type, fn: append([]byte(nil), fn...), timeout: append([]byte(nil), p.Arg(1)...)})
+	case protocol.CantDo:
+		kept := w.abilities[:0]
+		for _, a := range w.abilities {
+			if string(a.fn) != string(fn) {
+				kept = append(kept, a)
+			}
+		}
+		w.abilities = kept
+	case protocol.ResetAbilities:
+		w.abilities = nil
+	}
+	w.sendAllLocked(p.Type, p.Args...)
+}
+
+// workResult routes a WORK_* packet from the worker to the backend that
+// assigned the job, with the backend's own handle.
+func (s *session) workResult(p *protocol.Packet) {
+	i, bh, ok := s.srv.codec.Decode(s.ident.User, p.Arg(0))
+	var link *backend.Link
+	if ok {
+		s.mu.Lock()
+		if w := s.worker; w != nil {
+			link = w.links[i]
+		}
+		s.mu.Unlock()
+	}
+	if link == nil {
+		// Not a job this worker holds, or its backend is gone (the
+		// job's clients were already told it failed).
+		s.answer(func(dst []byte) []byte {
+			return protocol.AppendError(dst, "JOB_NOT_FOUND", "Job given in work result not found")
+		})
+		return
+	}
+	var args [8][]byte
+	a := append(args[:0], p.Args...)
+	a[0] = bh
+	link.Packet(p.Type, a...)
+}
+
+// backendUp connects every worker session to a backend that came (back)
+// up and replays its abilities there.
+func (srv *Server) backendUp(i int) {
+	srv.each(func(s *session) {
+		s.mu.Lock()
+		w := s.worker
+		s.mu.Unlock()
+		if w != nil {
+			w.connect(i)
+		}
+	})
+}
