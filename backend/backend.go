@@ -116,9 +116,9 @@ type Backend struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	links   []*Link          // shared client links; nil while down
-	workers map[*Link]bool   // worker links of this generation
-	lost    chan struct{}    // closed when a link of this generation dies
+	links   []*Link        // shared client links; nil while down
+	workers map[*Link]bool // worker links of this generation
+	lost    chan struct{}  // closed when a link of this generation dies
 	lostErr error
 
 	up     atomic.Bool

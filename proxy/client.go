@@ -186,7 +186,9 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 // always have it.
 func (s *session) option(name []byte) {
 	if !bytes.EqualFold(name, []byte("exceptions")) {
-		s.answer(func(dst []byte) []byte { return protocol.AppendError(dst, "UNKNOWN_OPTION", "Server does not recognize given option") })
+		s.answer(func(dst []byte) []byte {
+			return protocol.AppendError(dst, "UNKNOWN_OPTION", "Server does not recognize given option")
+		})
 		return
 	}
 	s.exceptions.Store(true)
