@@ -22,6 +22,7 @@ func commands() map[string]command {
 		"server":  {"run the bundled job server standalone", runServer},
 		"bench":   {"load-test a Gearman server and verify every result", runBench},
 		"version": {"print the version", runVersion},
+		"passwd":  {"print a SCRAM-SHA-256 verifier for a user's password", runPasswd},
 	}
 }
 
