@@ -159,3 +159,53 @@ func reverse(s string) string {
 	}
 	return string(b)
 }
+
+// tcpJobServer runs a bundled job server on a TCP port, like a gearmand
+// the proxy reaches over the network; restart it with restartJobServer.
+type tcpJobServer struct {
+	t    testing.TB
+	addr string
+	js   *jobserver.Server
+}
+
+func startTCPJobServer(t testing.TB, prefix, addr string) *tcpJobServer {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the old socket may linger
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jobserver.New(jobserver.Options{HandlePrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go js.Serve(ln)
+	s := &tcpJobServer{t: t, addr: ln.Addr().String(), js: js}
+	t.Cleanup(func() { s.js.Close() })
+	return s
+}
+
+// restart stops the server, losing its jobs like a killed gearmand, and
+// starts a fresh one on the same address.
+func (s *tcpJobServer) restart(prefix string) {
+	s.js.Close()
+	n := startTCPJobServer(s.t, prefix, s.addr)
+	s.js = n.js
+}
+
+func tcpBackends(servers ...*tcpJobServer) []Backend {
+	var bs []Backend
+	for i, s := range servers {
+		bs = append(bs, Backend{Name: fmt.Sprintf("gm%d", i), Dial: backend.TCPDialer(s.addr), Links: 2})
+	}
+	return bs
+}

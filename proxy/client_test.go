@@ -1,0 +1,203 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gearproxy/gearproxy/protocol"
+	"github.com/gearproxy/gearproxy/router"
+)
+
+// libgearman pairs JOB_CREATED with submits by order alone: 50 pipelined
+// submits spread over 3 backends must be answered in submit order.
+func TestPipelinedSubmitsKeepOrder(t *testing.T) {
+	srv, _, _ := startBundled(t, 3, nil)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	const n = 50
+	for i := range n {
+		typ := protocol.SubmitJobBg
+		if i%3 == 0 {
+			typ = protocol.SubmitJob
+		}
+		c.w.WritePacket(protocol.Req, typ, []byte("order"), []byte(fmt.Sprintf("u%d", i)), []byte("x"))
+	}
+	c.w.Flush()
+	seen := map[int]int{}
+	for i := range n {
+		h := c.expect(protocol.JobCreated)[0]
+		b, _, ok := srv.codec.Decode("local", []byte(h))
+		if !ok {
+			t.Fatalf("reply %d: handle %q does not decode", i, h)
+		}
+		want := srv.router.Pick(router.Key([]byte("order"), []byte(fmt.Sprintf("u%d", i)), nil), srv.router.All())
+		if b != want {
+			t.Fatalf("reply %d is from backend %d, submit %d went to %d: replies out of order", i, b, i, want)
+		}
+		seen[b]++
+	}
+	if len(seen) != 3 {
+		t.Fatalf("50 uniques used only backends %v", seen)
+	}
+}
+
+// Two clients submit the same unique: the worker runs the job once and
+// both clients get its result under the same handle.
+func TestCoalescing(t *testing.T) {
+	srv, _, _ := startBundled(t, 3, nil)
+	addr := listen(t, srv, "local")
+	a, b := dial(t, addr), dial(t, addr)
+	a.send(protocol.SubmitJob, "co", "same", "data-a")
+	ha := a.expect(protocol.JobCreated)[0]
+	b.send(protocol.SubmitJob, "co", "same", "data-b")
+	hb := b.expect(protocol.JobCreated)[0]
+	if ha != hb {
+		t.Fatalf("coalesced handles differ: %q %q", ha, hb)
+	}
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "co")
+	w.send(protocol.GrabJob)
+	job := w.expect(protocol.JobAssign)
+	if job[0] != ha || job[2] != "data-a" {
+		t.Fatalf("assigned %q, want %q with the first submit's data", job, ha)
+	}
+	w.send(protocol.WorkData, job[0], "partial")
+	w.send(protocol.WorkComplete, job[0], "done")
+	for _, c := range []*peer{a, b} {
+		if got := c.expect(protocol.WorkData); got[0] != ha || got[1] != "partial" {
+			t.Fatalf("WORK_DATA %q", got)
+		}
+		if got := c.expect(protocol.WorkComplete); got[0] != ha || got[1] != "done" {
+			t.Fatalf("WORK_COMPLETE %q", got)
+		}
+	}
+	w.send(protocol.GrabJob)
+	w.expect(protocol.NoJob)
+}
+
+// WORK_EXCEPTION reaches sessions that asked for exceptions; the others
+// get a clean WORK_FAIL (no stray NUL after the handle).
+func TestExceptionsPerSession(t *testing.T) {
+	srv, _, _ := startBundled(t, 2, nil)
+	addr := listen(t, srv, "local")
+	with, without := dial(t, addr), dial(t, addr)
+	with.send(protocol.OptionReq, "exceptions")
+	if got := with.expect(protocol.OptionRes); got[0] != "exceptions" {
+		t.Fatalf("OPTION_RES %q", got)
+	}
+	without.send(protocol.OptionReq, "bogus")
+	if got := without.expect(protocol.Error); got[0] != "UNKNOWN_OPTION" {
+		t.Fatalf("ERROR %q", got)
+	}
+	with.send(protocol.SubmitJob, "ex", "u1", "d")
+	h := with.expect(protocol.JobCreated)[0]
+	without.send(protocol.SubmitJob, "ex", "u1", "d")
+	without.expect(protocol.JobCreated)
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "ex")
+	w.send(protocol.GrabJob)
+	w.expect(protocol.JobAssign)
+	w.send(protocol.WorkException, h, "boom")
+	if got := with.expect(protocol.WorkException); got[0] != h || got[1] != "boom" {
+		t.Fatalf("WORK_EXCEPTION %q", got)
+	}
+	if got := without.expect(protocol.WorkFail); len(got) != 1 || got[0] != h {
+		t.Fatalf("WORK_FAIL %q, want exactly the handle", got)
+	}
+}
+
+func TestEchoAndStatus(t *testing.T) {
+	srv, _, _ := startBundled(t, 3, nil)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	c.send(protocol.EchoReq, "ping\x00with nul")
+	if got := c.expect(protocol.EchoRes); got[0] != "ping\x00with nul" {
+		t.Fatalf("ECHO_RES %q", got)
+	}
+	c.send(protocol.SubmitJobBg, "st", "unique-1", "d")
+	h := c.expect(protocol.JobCreated)[0]
+	c.send(protocol.GetStatus, h)
+	if got := c.expect(protocol.StatusRes); strings.Join(got, " ") != h+" 1 0 0 0" {
+		t.Fatalf("STATUS_RES %q", got)
+	}
+	c.send(protocol.GetStatusUnique, "unique-1")
+	if got := c.expect(protocol.StatusResUnique); strings.Join(got, " ") != "unique-1 1 0 0 0 0" {
+		t.Fatalf("STATUS_RES_UNIQUE %q", got)
+	}
+	c.send(protocol.GetStatusUnique, "nope")
+	if got := c.expect(protocol.StatusResUnique); strings.Join(got, " ") != "nope 0 0 0 0 0" {
+		t.Fatalf("STATUS_RES_UNIQUE %q", got)
+	}
+	// A handle of another user, a raw backend handle and garbage are all
+	// unknown.
+	other := srv.codec.Encode(nil, "mallory", 0, []byte("H:b0:1"))
+	for _, f := range []string{string(other), "H:b0:1", "P:zzz", h + "x"} {
+		c.send(protocol.GetStatus, f)
+		if got := c.expect(protocol.StatusRes); strings.Join(got, " ") != f+" 0 0 0 0" {
+			t.Fatalf("STATUS_RES for forged %q: %q", f, got)
+		}
+	}
+}
+
+// One worker drains jobs that landed on every backend.
+func TestWorkerDrainsAllBackends(t *testing.T) {
+	srv, _, _ := startBundled(t, 3, nil)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	const n = 60
+	for i := range n {
+		c.w.WritePacket(protocol.Req, protocol.SubmitJobBg, []byte("drain"), []byte(fmt.Sprintf("u%d", i)), []byte("x"))
+	}
+	c.w.Flush()
+	for range n {
+		c.expect(protocol.JobCreated)
+	}
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "drain")
+	perBackend := map[int]int{}
+	for done := 0; done < n; {
+		w.send(protocol.GrabJob)
+		typ, args := w.recv()
+		switch typ {
+		case protocol.JobAssign:
+			b, _, _ := srv.codec.Decode("local", []byte(args[0]))
+			perBackend[b]++
+			w.send(protocol.WorkComplete, args[0], "")
+			done++
+		case protocol.NoJob:
+			t.Fatalf("NO_JOB after %d of %d jobs", done, n)
+		}
+	}
+	if len(perBackend) != 3 {
+		t.Fatalf("jobs came from %v", perBackend)
+	}
+	w.send(protocol.GrabJob)
+	w.expect(protocol.NoJob)
+}
+
+// A sleeping worker is woken once, by whichever backend gets a job first,
+// and NOOPs from the others are merged into that one.
+func TestPreSleepNoopMerged(t *testing.T) {
+	srv, _, _ := startBundled(t, 3, nil)
+	addr := listen(t, srv, "local")
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "sleepy")
+	w.send(protocol.PreSleep)
+	c := dial(t, addr)
+	var wg sync.WaitGroup
+	for i := range 10 {
+		c.send(protocol.SubmitJobBg, "sleepy", fmt.Sprintf("u%d", i), "x")
+		c.expect(protocol.JobCreated)
+	}
+	wg.Wait()
+	w.expect(protocol.Noop)
+	for range 10 {
+		w.send(protocol.GrabJob)
+		args := w.expect(protocol.JobAssign)
+		w.send(protocol.WorkComplete, args[0], "")
+	}
+	w.send(protocol.GrabJob)
+	w.expect(protocol.NoJob)
+}
