@@ -47,7 +47,7 @@ func BenchmarkAddAsyncParallel(b *testing.B) {
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			runSubmittersWith(b, 8, func() func() {
-				window := make(chan struct{}, 256)
+				window := make(chan struct{}, benchWindow())
 				return func() {
 					window <- struct{}{}
 					wg.Add(1)
@@ -72,6 +72,7 @@ func reportCommits(b *testing.B, s *Bolt) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 	if st.Commits > 0 {
 		b.ReportMetric(float64(st.Added)/float64(st.Commits), "jobs/commit")
+		b.ReportMetric(float64(st.CommitTime.Microseconds())/float64(st.Commits), "µs/commit")
 	}
 }
 
@@ -177,4 +178,14 @@ func fill(t testing.TB, s *Bolt, n int) {
 		})
 	}
 	wg.Wait()
+}
+
+// benchWindow is how many jobs each AddAsync submitter keeps waiting:
+// GEARPROXY_BENCH_WINDOW, default 256.
+func benchWindow() int {
+	n := 256
+	if v := os.Getenv("GEARPROXY_BENCH_WINDOW"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	return max(n, 1)
 }

@@ -120,6 +120,8 @@ type Stats struct {
 	Syncs uint64
 	// Added and Removed count jobs written and deleted.
 	Added, Removed uint64
+	// CommitTime is the time spent in commits, syncs included.
+	CommitTime time.Duration
 }
 
 type opKind uint8
@@ -173,6 +175,7 @@ type Bolt struct {
 	syncs   atomic.Uint64
 	added   atomic.Uint64
 	removed atomic.Uint64
+	commitT atomic.Int64 // nanoseconds
 
 	closeOnce sync.Once
 	closeErr  error
@@ -315,7 +318,8 @@ func (b *Bolt) LastID() uint64 { return b.lastID.Load() }
 
 // Stats returns counters since Open.
 func (b *Bolt) Stats() Stats {
-	return Stats{Commits: b.commits.Load(), Syncs: b.syncs.Load(), Added: b.added.Load(), Removed: b.removed.Load()}
+	return Stats{Commits: b.commits.Load(), Syncs: b.syncs.Load(), Added: b.added.Load(), Removed: b.removed.Load(),
+		CommitTime: time.Duration(b.commitT.Load())}
 }
 
 // enqueue queues o and returns the group it commits with. It waits while
@@ -423,6 +427,7 @@ func (b *Bolt) run() {
 		}
 		lastCommit = time.Now()
 		err := b.commit(ops)
+		b.commitT.Add(int64(time.Since(lastCommit)))
 		g.err = err
 		close(g.done)
 		for i := range ops {
