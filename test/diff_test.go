@@ -402,11 +402,16 @@ func (n *normalizer) handleArg(a string) string {
 	return n.handle(h) + a[len(h):]
 }
 
-var markedHandle = regexp.MustCompile(`<<([^<>]*)>>`)
+var (
+	markedHandle = regexp.MustCompile(`<<([^<>]*)>>`)
+	// libgearman's error messages end in the client's pid.
+	clientPid = regexp.MustCompile(`pid\(\d+\)`)
+)
 
 // text normalises a free-form line: handles printed by scripts as
 // <<handle>>, and handles already seen.
 func (n *normalizer) text(s string) string {
+	s = clientPid.ReplaceAllString(s, "pid(N)")
 	s = markedHandle.ReplaceAllStringFunc(s, func(m string) string {
 		return n.handle(m[2 : len(m)-2])
 	})
