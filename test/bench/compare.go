@@ -47,9 +47,10 @@ type metric struct {
 
 // sample is one run of a workload on one side.
 type sample struct {
-	res       *bench.Result
-	serverCPU time.Duration
-	genCPU    time.Duration
+	res            *bench.Result
+	serverCPU      time.Duration
+	genCPU         time.Duration
+	serverSwitches int64
 }
 
 func perJob(d time.Duration, s sample) float64 {
@@ -60,9 +61,10 @@ func perJob(d time.Duration, s sample) float64 {
 }
 
 var (
-	jobsPerSec = func(f float64) string { return fmt.Sprintf("%.0f", f) }
-	duration   = func(f float64) string { return time.Duration(f).Round(10 * time.Microsecond).String() }
-	cpuPerJob  = func(f float64) string { return fmt.Sprintf("%.1fµs", f/1e3) }
+	jobsPerSec  = func(f float64) string { return fmt.Sprintf("%.0f", f) }
+	duration    = func(f float64) string { return time.Duration(f).Round(10 * time.Microsecond).String() }
+	cpuPerJob   = func(f float64) string { return fmt.Sprintf("%.1fµs", f/1e3) }
+	twoDecimals = func(f float64) string { return fmt.Sprintf("%.2f", f) }
 )
 
 func throughput(target float64) metric {
@@ -75,6 +77,7 @@ func p99(target float64) metric {
 
 var (
 	serverCPU = metric{name: "server CPU per job", value: func(s sample) float64 { return perJob(s.serverCPU, s) }, format: cpuPerJob}
+	switches  = metric{name: "server ctx switches per job", value: func(s sample) float64 { return perJob(time.Duration(s.serverSwitches), s) }, format: twoDecimals}
 	genCPU    = metric{name: "generator CPU per job", value: func(s sample) float64 { return perJob(s.genCPU, s) }, format: cpuPerJob}
 	submitPS  = metric{name: "  submit jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Submit) }, format: jobsPerSec, higherBetter: true}
 	drainPS   = metric{name: "  drain jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Drain) }, format: jobsPerSec, higherBetter: true}
@@ -92,7 +95,7 @@ func fgWorkload(o options, target float64) *workload {
 		name: "fg: 8 clients x 8 in flight, 4 workers, 100 B",
 		cfg: bench.Config{Mode: bench.Foreground, Clients: 8, Pipeline: 8, Workers: 4, Payload: 100,
 			Duration: o.fgDuration, Function: "cmp_fg"},
-		metrics: []metric{throughput(target), p99(1.0), serverCPU, genCPU},
+		metrics: []metric{throughput(target), p99(1.0), serverCPU, switches, genCPU},
 	}
 }
 
@@ -106,7 +109,7 @@ func issue2Workloads(o options, target float64) []*workload {
 			name: fmt.Sprintf("bg: %dk jobs by 4 clients x 32 in flight, drained by 4 workers, 100 B", o.bgJobs/1000),
 			cfg: bench.Config{Mode: bench.Background, Clients: 4, Pipeline: 32, Workers: 4, Payload: 100,
 				Jobs: o.bgJobs, Function: "cmp_bg"},
-			metrics: []metric{throughput(target), submitPS, drainPS, serverCPU, genCPU},
+			metrics: []metric{throughput(target), submitPS, drainPS, serverCPU, switches, genCPU},
 		})
 	}
 	return ws
@@ -180,8 +183,10 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 func (c *comparison) once(ctx context.Context, s *side, cfg bench.Config) (sample, error) {
 	cfg.Servers = []string{s.addr}
 	before := make([]time.Duration, len(s.procs))
+	var switches int64
 	for i, p := range s.procs {
 		before[i] = cpuTime(p.cmd.Process.Pid)
+		switches -= ctxSwitches(p.cmd.Process.Pid)
 	}
 	gen0 := cpuTime(0)
 	res, err := bench.Run(ctx, cfg)
@@ -191,7 +196,9 @@ func (c *comparison) once(ctx context.Context, s *side, cfg bench.Config) (sampl
 	smp := sample{res: res, genCPU: cpuTime(0) - gen0}
 	for i, p := range s.procs {
 		smp.serverCPU += cpuTime(p.cmd.Process.Pid) - before[i]
+		switches += ctxSwitches(p.cmd.Process.Pid)
 	}
+	smp.serverSwitches = switches
 	return smp, nil
 }
 

@@ -235,3 +235,27 @@ func lastLines(b []byte, n int) string {
 	}
 	return strings.Join(lines, " | ")
 }
+
+// ctxSwitches is how many times the process's threads gave up or lost the
+// CPU (voluntary and involuntary context switches over /proc/PID/task/*).
+// Per job it shows how well a server batches: every wake-up of a sleeping
+// thread is one, on any kind of server. (/proc/PID/io's syscall counts are
+// not comparable: they miss gearmand's send and recv.)
+func ctxSwitches(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var n int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				x, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
+}
