@@ -197,8 +197,10 @@ func TestFailAndException(t *testing.T) {
 	addr := gearmand(t)
 	failing, throwing, panicking := fn(t, "fail"), fn(t, "exception"), fn(t, "panic")
 	startWorker(t, newWorker(t, client.Config{Addr: addr}, map[string]client.JobHandler{
-		failing:   func(context.Context, *client.WorkerJob) ([]byte, error) { return nil, errors.New("no") },
-		throwing:  func(context.Context, *client.WorkerJob) ([]byte, error) { return nil, &client.JobException{Data: []byte("boom")} },
+		failing: func(context.Context, *client.WorkerJob) ([]byte, error) { return nil, errors.New("no") },
+		throwing: func(context.Context, *client.WorkerJob) ([]byte, error) {
+			return nil, &client.JobException{Data: []byte("boom")}
+		},
 		panicking: func(context.Context, *client.WorkerJob) ([]byte, error) { panic("bug") },
 	}))
 	c := newClient(t, client.Config{Addr: addr})

@@ -123,7 +123,7 @@ func authenticate(w *protocol.Writer, r *protocol.Reader, creds Credentials, cs 
 	if err != nil {
 		return "", err
 	}
-	sc, err := newSASLClient(mech, creds, cs)
+	sc, err := newSASLClient(mech, creds, cs, slices.Contains(offered, MechSCRAMPlus))
 	if err != nil {
 		return "", err
 	}
@@ -215,7 +215,7 @@ func exporterBinding(cs *tls.ConnectionState) (scram.ChannelBinding, error) {
 	return scram.NewTLSExporterBinding(cs)
 }
 
-func newSASLClient(mech string, creds Credentials, cs *tls.ConnectionState) (saslClient, error) {
+func newSASLClient(mech string, creds Credentials, cs *tls.ConnectionState, plusOffered bool) (saslClient, error) {
 	switch mech {
 	case MechPlain:
 		return &goSASL{c: sasl.NewPlainClient(creds.AuthzID, creds.Username, creds.Password)}, nil
@@ -233,10 +233,11 @@ func newSASLClient(mech string, creds Credentials, cs *tls.ConnectionState) (sas
 				return nil, err
 			}
 			conv = cl.NewConversationWithChannelBinding(cb)
-		} else if _, err := exporterBinding(cs); err == nil {
-			// We could bind but the server offered no -PLUS: say so
-			// ("y"), so a server that does offer it can spot a
-			// downgrade (RFC 5802 section 6).
+		} else if _, err := exporterBinding(cs); err == nil && !plusOffered {
+			// We could bind but saw no -PLUS offered: say so ("y"), so
+			// that a server which did offer it (the list was altered
+			// on the way) spots the downgrade (RFC 5802 section 6).
+			// Having seen -PLUS and chosen plain SCRAM, we say "n".
 			conv = cl.NewConversationAdvertisingChannelBinding()
 		} else {
 			conv = cl.NewConversation()
