@@ -191,6 +191,9 @@ func (a *Authenticator) Listener(cfg ListenerConfig) (*Listener, error) {
 		MechExternal:  newExternalMech,
 		MechAnonymous: newAnonymousMech,
 	}}
+	// Our own copy: the names are upper-cased in place.
+	cfg.Mechanisms = slices.Clone(cfg.Mechanisms)
+	cfg.CertMapping.From = slices.Clone(cfg.CertMapping.From)
 	seen := map[string]bool{}
 	for i, m := range cfg.Mechanisms {
 		m = strings.ToUpper(m)

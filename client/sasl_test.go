@@ -24,7 +24,7 @@ import (
 // client's SASL side meets: auth's state machine behind an optional TLS
 // handshake, then ECHO and OPTION answered, all over net.Pipe.
 type fakeProxy struct {
-	t   *testing.T
+	t   testing.TB
 	l   *auth.Listener
 	tls *tls.Config
 	// stripPlus plays a man in the middle who removes SCRAM-SHA-256-PLUS
@@ -91,7 +91,7 @@ type testPKI struct {
 	server tls.Certificate
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func newTestPKI(t *testing.T) *testPKI {
 	return p
 }
 
-func (p *testPKI) issue(t *testing.T, cn string) tls.Certificate {
+func (p *testPKI) issue(t testing.TB, cn string) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func (p *testPKI) issue(t *testing.T, cn string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
-func newAuthListener(t *testing.T, cfg auth.ListenerConfig) *auth.Listener {
+func newAuthListener(t testing.TB, cfg auth.ListenerConfig) *auth.Listener {
 	t.Helper()
 	v, err := auth.NewVerifier("s3cret", 0)
 	if err != nil {
@@ -269,5 +269,27 @@ func TestAuthenticateRaw(t *testing.T) {
 	var p protocol.Packet
 	if err := protocol.NewReader(nc, protocol.ReaderOptions{Expect: protocol.Res}).Read(&p); err != nil || string(p.Data()) != "raw" {
 		t.Fatalf("echo after Authenticate: %v %v", &p, err)
+	}
+}
+
+// BenchmarkConnect measures new connections per second, each with a TLS
+// handshake and an authentication, both ends in this process over
+// net.Pipe: the client's and the server's work together.
+func BenchmarkConnect(b *testing.B) {
+	pki := newTestPKI(b)
+	for _, mech := range []string{client.MechPlain, client.MechSCRAM, client.MechSCRAMPlus} {
+		b.Run(mech, func(b *testing.B) {
+			fp := &fakeProxy{t: b, l: newAuthListener(b, auth.ListenerConfig{Mechanisms: []string{auth.MechSCRAMPlus, auth.MechSCRAM, auth.MechPlain}}),
+				tls: &tls.Config{Certificates: []tls.Certificate{pki.server}}}
+			cfg := client.Config{Addr: "gearproxy.test:1", Dial: fp.dial, TLS: &tls.Config{RootCAs: pki.pool},
+				Credentials: &client.Credentials{Mechanism: mech, Username: "alice", Password: "s3cret"}}
+			for b.Loop() {
+				c, err := client.Dial(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
 	}
 }
