@@ -1049,6 +1049,93 @@ worker: JOB_ASSIGN "H1" "raw_epoch_wakes_worker.f" "later"`,
 			why: "an epoch job that falls due wakes sleeping workers; gearmand leaves them asleep",
 		},
 		scenario{
+			name: "raw_binary_payloads",
+			run: func(e *env) {
+				f := e.fn("f")
+				big := strings.Repeat("0123456789abcdef\x00", 1<<16) // 1.1 MiB with NULs
+				c := e.dial("client")
+				c.Send(P.EchoReq, "a\x00b\x00")
+				c.recv()
+				c.Send(P.SubmitJob, f, "", big)
+				h := c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				r := w.Recv()
+				e.Logf("worker: %s %d bytes, intact %v", r.Type, len(r.Args[2]), r.Args[2] == big)
+				w.Send(P.WorkData, h, "\x00data\x00")
+				c.recv()
+				w.Send(P.WorkComplete, h, big+big)
+				r = c.Recv()
+				e.Logf("client: %s %d bytes, intact %v", r.Type, len(r.Args[1]), r.Args[1] == big+big)
+			},
+			want: `
+client: ECHO_RES "a\x00b\x00"
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN 1114112 bytes, intact true
+client: WORK_DATA "H1" "\x00data\x00"
+client: WORK_COMPLETE 2228224 bytes, intact true`,
+		},
+		scenario{
+			name: "raw_past_epoch",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJobEpoch, f, "", "1", "epoch in the past")
+				c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_past_epoch.f" "" "epoch in the past"`,
+		},
+		scenario{
+			name: "raw_fg_client_gone_while_running",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, e.fn("u"), "x")
+				h := c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				c.Close()
+				w.Send(P.WorkData, h, "nobody listens")
+				w.Send(P.WorkComplete, h, "done")
+				w.echoCheck("worker still served")
+				s := e.dial("status")
+				s.Send(P.GetStatus, h)
+				s.recv()
+				s.Send(P.GetStatusUnique, e.fn("u"))
+				s.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN "H1" "raw_fg_client_gone_while_running.f" "x"
+worker: ECHO_RES "worker still served"
+status: STATUS_RES "H1" "0" "0" "0" "0"
+status: STATUS_RES_UNIQUE "raw_fg_client_gone_while_running.u" "0" "0" "0" "0" "0"`,
+		},
+		scenario{
+			name: "raw_submit_job_sched",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJobSched, f, "", "*", "*", "*", "*", "*", "sched")
+				c.quiet(ioTimeout)
+				c.Send(P.EchoReq, "after")
+				c.quiet(ioTimeout)
+			},
+			want: `
+client: ERROR "INVALID_COMMAND" "Command not expected"
+client: ECHO_RES "after"`,
+			gearproxyWants: `
+client: JOB_CREATED "H1"
+client: ECHO_RES "after"`,
+			why: "SUBMIT_JOB_SCHED is implemented (one-shot at the next matching minute); gearmand 1.1.20 never implemented it",
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")
