@@ -1136,6 +1136,36 @@ client: ECHO_RES "after"`,
 			why: "SUBMIT_JOB_SCHED is implemented (one-shot at the next matching minute); gearmand 1.1.20 never implemented it",
 		},
 		scenario{
+			name: "raw_worker_holds_two_jobs",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "first")
+				h1 := c.handle()
+				c.Send(P.SubmitJob, f, "", "second")
+				h2 := c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.WorkComplete, h2, "2")
+				c.recv()
+				w.Send(P.WorkFail, h1)
+				c.recv()
+				w.Send(P.WorkComplete, h1, "again")
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+worker: JOB_ASSIGN "H1" "raw_worker_holds_two_jobs.f" "first"
+worker: JOB_ASSIGN "H2" "raw_worker_holds_two_jobs.f" "second"
+client: WORK_COMPLETE "H2" "2"
+client: WORK_FAIL "H1"
+worker: ERROR "JOB_NOT_FOUND" "Job given in work result not found"`,
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")

@@ -94,6 +94,11 @@ func TestDiff(t *testing.T) {
 	for _, name := range strings.Split(envOr("DIFF_TARGETS", "gearmand,gearproxy"), ",") {
 		switch name {
 		case "gearmand":
+			if err := peerMissing("gearmand"); err != nil && !inCI() {
+				// Still hold gearproxy to the table.
+				t.Logf("gearmand missing, running against gearproxy only: %v", err)
+				continue
+			}
 			targets = append(targets, gearmandTarget(t, ServerOptions{}))
 		case "gearproxy":
 			targets = append(targets, gearproxyTarget(t, ServerOptions{}))
