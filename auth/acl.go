@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Verb is what a user wants to do with a name.
@@ -235,13 +236,15 @@ const maxCachedDecisions = 4096
 // Permissions is one session's view of its user's ACL with a cache of
 // decisions, so that a user with a thousand rules pays for evaluating them
 // once per function name rather than once per packet (nats-server keeps the
-// same kind of per-client cache).
-//
-// A Permissions is not safe for concurrent use: each session owns one and
-// uses it from the goroutine that reads its packets.
+// same kind of per-client cache). It is safe for concurrent use; a session
+// normally asks from one goroutine, so the lock is uncontended.
 type Permissions struct {
-	acl   *ACL
-	cache [numVerbs]map[string]Decision
+	mu     sync.Mutex
+	acl    *ACL
+	cache  [numVerbs]map[string]Decision
+	user   string
+	audit  *Auditor
+	source string
 }
 
 // NewPermissions returns the permissions of u, or of nobody for a nil user.
@@ -251,13 +254,24 @@ func NewPermissions(u *User) *Permissions {
 	return p
 }
 
+// WithAudit makes Allow record every denial, naming the session's source
+// address, and returns p.
+func (p *Permissions) WithAudit(a *Auditor, source string) *Permissions {
+	p.mu.Lock()
+	p.audit, p.source = a, source
+	p.mu.Unlock()
+	return p
+}
+
 // Reset switches to u's current ACL and forgets every cached decision; the
 // proxy calls it after a reload so that changed rules apply from the next
 // packet on.
 func (p *Permissions) Reset(u *User) {
-	p.acl = nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.acl, p.user = nil, ""
 	if u != nil {
-		p.acl = u.ACL
+		p.acl, p.user = u.ACL, u.Name
 	}
 	for v := range p.cache {
 		p.cache[v] = nil
@@ -270,6 +284,8 @@ func (p *Permissions) Check(v Verb, name []byte) Decision {
 	if v >= numVerbs {
 		return Decision{Rule: RuleDefaultDeny}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	m := p.cache[v]
 	if d, ok := m[string(name)]; ok {
 		return d
@@ -286,13 +302,26 @@ func (p *Permissions) Check(v Verb, name []byte) Decision {
 
 // CheckString is Check for a name already held as a string.
 func (p *Permissions) CheckString(v Verb, name string) Decision {
-	if v >= numVerbs {
-		return Decision{Rule: RuleDefaultDeny}
-	}
-	if d, ok := p.cache[v][name]; ok {
-		return d
-	}
 	return p.Check(v, []byte(name))
+}
+
+// Allow is Check reduced to its answer, auditing a denial when WithAudit
+// was set: the shape of the proxy's access interface.
+func (p *Permissions) Allow(v Verb, name []byte) bool {
+	d := p.Check(v, name)
+	if !d.Allowed {
+		p.mu.Lock()
+		a, user, source := p.audit, p.user, p.source
+		p.mu.Unlock()
+		a.Denied(user, source, v, string(name), d)
+	}
+	return d.Allowed
+}
+
+// Visible reports whether an admin listing may show a function to this
+// user: one it may submit to or work on (names as the user sees them).
+func (p *Permissions) Visible(function []byte) bool {
+	return p.Check(Submit, function).Allowed || p.Check(Work, function).Allowed
 }
 
 // AdminCommand is the name an admin text line is checked under: its

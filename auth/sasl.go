@@ -166,6 +166,12 @@ type ListenerConfig struct {
 	// CertMapping says how a verified client certificate names a user,
 	// for EXTERNAL and for authentication at the TLS handshake.
 	CertMapping CertMapping
+	// TLS, when set, makes AuthenticateConn run the TLS handshake first.
+	TLS *TLSServer
+	// CertLogin authenticates a connection whose verified client
+	// certificate maps to a user at the end of the TLS handshake, so that
+	// unmodified TLS clients need no SASL (sasl-extension.md allows it).
+	CertLogin bool
 }
 
 // Listener is a checked ListenerConfig bound to an Authenticator.
@@ -205,6 +211,9 @@ func (a *Authenticator) Listener(cfg ListenerConfig) (*Listener, error) {
 			return nil, fmt.Errorf("listener %s: SASL mechanism %s listed twice", cfg.Name, m)
 		}
 		seen[m] = true
+	}
+	if cfg.CertLogin && cfg.TLS == nil {
+		return nil, fmt.Errorf("listener %s: certificate login needs TLS", cfg.Name)
 	}
 	if seen[MechAnonymous] != (cfg.AnonymousUser != "") {
 		return nil, fmt.Errorf("listener %s: ANONYMOUS must be listed exactly when anonymous_user is set", cfg.Name)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
@@ -273,4 +274,58 @@ func (s *UserStore) Swap(us *Users) *Users {
 		return s.p.Load()
 	}
 	return s.p.Swap(us)
+}
+
+// Recheck returns the current version of a live session's user after a
+// reload. ok is false when the user was removed or disabled: the proxy then
+// closes the session. Otherwise the proxy resets the session's Permissions
+// to the returned user, so changed ACLs apply from the next packet.
+func (us *Users) Recheck(u *User) (*User, bool) {
+	if u == nil {
+		return nil, false
+	}
+	cur, ok := us.Lookup(u.Name)
+	if !ok || cur.Disabled {
+		return nil, false
+	}
+	return cur, true
+}
+
+// Connections counts each user's live connections to enforce
+// max_connections. It is safe for concurrent use.
+type Connections struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// NewConnections returns an empty count.
+func NewConnections() *Connections { return &Connections{n: make(map[string]int)} }
+
+// Acquire takes a connection slot for u. ok is false when u already has
+// MaxConnections connections (0 is no cap). release gives the slot back;
+// calling it more than once is harmless.
+func (c *Connections) Acquire(u *User) (release func(), ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if u.MaxConnections > 0 && c.n[u.Name] >= u.MaxConnections {
+		return func() {}, false
+	}
+	c.n[u.Name]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.n[u.Name]--; c.n[u.Name] <= 0 {
+				delete(c.n, u.Name)
+			}
+		})
+	}, true
+}
+
+// Count is u's number of live connections.
+func (c *Connections) Count(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[name]
 }

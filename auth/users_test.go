@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -153,5 +154,61 @@ func TestNamespace(t *testing.T) {
 	}
 	if u, _ := none.AppendUnique(nil, []byte(strings.Repeat("u", 100))); len(u) != 100 {
 		t.Fatal("empty namespace changed a unique")
+	}
+}
+
+func TestRecheckAndConnections(t *testing.T) {
+	users := []UserConfig{{Name: "a", MaxConnections: 2}, {Name: "b"}, {Name: "c"}}
+	us1, _ := NewUsers(users, nil)
+	a, _ := us1.Lookup("a")
+	b, _ := us1.Lookup("b")
+	c, _ := us1.Lookup("c")
+	users[1].Disabled = true
+	us2, _ := NewUsers(users[:2], nil)
+	if a2, ok := us2.Recheck(a); !ok || a2 == a || a2.Name != "a" {
+		t.Fatal("a should survive the reload as a new value")
+	}
+	if _, ok := us2.Recheck(b); ok {
+		t.Fatal("disabled user survived")
+	}
+	if _, ok := us2.Recheck(c); ok {
+		t.Fatal("removed user survived")
+	}
+
+	conns := NewConnections()
+	r1, ok1 := conns.Acquire(a)
+	_, ok2 := conns.Acquire(a)
+	_, ok3 := conns.Acquire(a)
+	if !ok1 || !ok2 || ok3 {
+		t.Fatalf("acquire: %v %v %v", ok1, ok2, ok3)
+	}
+	r1()
+	r1() // a second release does not free another slot
+	if conns.Count("a") != 1 {
+		t.Fatalf("count %d", conns.Count("a"))
+	}
+	if _, ok := conns.Acquire(a); !ok {
+		t.Fatal("released slot not reusable")
+	}
+	for i := 0; i < 100; i++ {
+		if _, ok := conns.Acquire(b); !ok {
+			t.Fatal("uncapped user refused")
+		}
+	}
+}
+
+func TestPermissionsAllowAudits(t *testing.T) {
+	var buf bytes.Buffer
+	us, _ := NewUsers([]UserConfig{{Name: "a", Allow: Rules{Submit: []string{"ok"}, Work: []string{"w"}}}}, nil)
+	a, _ := us.Lookup("a")
+	p := NewPermissions(a).WithAudit(NewAuditor(slog.New(slog.NewJSONHandler(&buf, nil)), AuditOptions{}), "192.0.2.1:5")
+	if !p.Allow(Submit, []byte("ok")) || p.Allow(Submit, []byte("nope")) {
+		t.Fatal("Allow")
+	}
+	if s := buf.String(); strings.Count(s, "acl.deny") != 1 || !strings.Contains(s, `"function":"nope"`) || !strings.Contains(s, `"source":"192.0.2.1:5"`) {
+		t.Fatalf("audit %s", s)
+	}
+	if !p.Visible([]byte("ok")) || !p.Visible([]byte("w")) || p.Visible([]byte("x")) {
+		t.Fatal("Visible")
 	}
 }
