@@ -73,6 +73,12 @@ func splitLines(s string) []string {
 // client has submitted everything, so that priorities decide the order.
 func (e *env) waitQueued(fn string, n int) {
 	e.Helper()
+	e.waitStatus(fn, fmt.Sprintf("at least %d jobs", n), func(total, running, workers int) bool { return total >= n })
+}
+
+// waitStatus polls `status` until the line of fn satisfies ok.
+func (e *env) waitStatus(fn, what string, ok func(total, running, workers int) bool) {
+	e.Helper()
 	a := dialRaw(e, e.Target.Addr)
 	defer a.Close()
 	deadline := time.Now().Add(ioTimeout)
@@ -81,15 +87,17 @@ func (e *env) waitQueued(fn string, n int) {
 		for _, l := range a.RecvList() {
 			f := strings.Split(l, "\t")
 			if len(f) == 4 && f[0] == fn {
-				var total int
+				var total, running, workers int
 				fmt.Sscan(f[1], &total)
-				if total >= n {
+				fmt.Sscan(f[2], &running)
+				fmt.Sscan(f[3], &workers)
+				if ok(total, running, workers) {
 					return
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			e.Fatalf("%s: fewer than %d jobs queued after %s", fn, n, ioTimeout)
+			e.Fatalf("%s: not %s after %s", fn, what, ioTimeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -189,6 +197,62 @@ client: jobStatus H2: known=false running=false 0/0
 client: jobStatusByUniqueKey php_background_and_status.u-2: known=false running=false 0/0
 client: jobStatus H3: known=false running=false 0/0
 client: jobStatusByUniqueKey php_background_and_status.u-3: known=false running=false 0/0`,
+		},
+		scenario{
+			name:  "php_job_status_running",
+			needs: php,
+			run: func(e *env) {
+				f := e.fn("f")
+				u := e.fn("u")
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "background", f, u), false)
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				h := w.recv().Args[0]
+				w.Send(P.WorkStatus, h, "3", "7")
+				w.echoCheck("status sent")
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u+"-2"), false)
+				w.Send(P.WorkComplete, h, "")
+				w.echoCheck("complete sent")
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u+"-2"), false)
+			},
+			want: `
+client: doBackground: H1 rc=SUCCESS
+client: doHighBackground: H2 rc=SUCCESS
+client: doLowBackground: H3 rc=SUCCESS
+client: jobStatus H1: known=true running=false 0/0
+client: jobStatusByUniqueKey php_job_status_running.u-1: known=true running=false 0/0
+client: jobStatus H2: known=true running=false 0/0
+client: jobStatusByUniqueKey php_job_status_running.u-2: known=true running=false 0/0
+client: jobStatus H3: known=true running=false 0/0
+client: jobStatusByUniqueKey php_job_status_running.u-3: known=true running=false 0/0
+worker: JOB_ASSIGN "H2" "php_job_status_running.f" "bg-doHighBackground"
+worker: ECHO_RES "status sent"
+client: jobStatus H2: known=true running=true 3/7
+client: jobStatusByUniqueKey php_job_status_running.u-2: known=true running=true 3/7
+worker: ECHO_RES "complete sent"
+client: jobStatus H2: known=false running=false 0/0
+client: jobStatusByUniqueKey php_job_status_running.u-2: known=false running=false 0/0`,
+		},
+		scenario{
+			name:  "php_worker_timeout_requeue",
+			needs: php,
+			run: func(e *env) {
+				f := e.fn("f")
+				slow := e.startPHP("php_worker.php", e.Target.Addr, f, "sleep3", "1", "1")
+				e.waitStatus(f, "a worker", func(_, _, workers int) bool { return workers == 1 })
+				c := e.startPHP("php_client.php", e.Target.Addr, "do1", f)
+				e.waitStatus(f, "running", func(_, running, _ int) bool { return running == 1 })
+				fast := e.phpWorker(f, "reverse", 1)
+				e.logResult("client", c.Wait(toolTimeout), false)
+				e.logResult("fast worker", fast.Wait(toolTimeout), false)
+				e.logResult("slow worker", slow.Wait(toolTimeout), false)
+			},
+			want: `
+client: doNormal: 'x' rc=SUCCESS
+fast worker: job php_worker_timeout_requeue.f x reverse
+fast worker: worker done: ping true
+slow worker: job php_worker_timeout_requeue.f x sleep3
+slow worker: worker done: ping false`,
 		},
 		scenario{
 			name:  "php_tasks_every_callback",

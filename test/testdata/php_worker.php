@@ -13,6 +13,7 @@
 //   exception sendException
 //   status    sendStatus(1, 4), then return
 //   unique    return "unique:workload"
+//   sleep3    sleep 3 s, then return "slept:workload"
 // TIMEOUT_S registers the function with that timeout (CAN_DO_TIMEOUT).
 require __DIR__ . '/php_common.php';
 
@@ -52,6 +53,9 @@ $w->addFunction($fn, function (GearmanJob $job) use ($mode) {
             return "ok:$wl";
         case 'unique':
             return $job->unique() . ":$wl";
+        case 'sleep3':
+            sleep(3);
+            return "slept:$wl";
     }
     fwrite(STDERR, "unknown mode $mode\n");
     exit(2);
