@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/xdg-go/stringprep"
 )
 
 // UserConfig is one [[user]] table as the config package reads it.
@@ -205,6 +207,12 @@ func validName(name string) error {
 		return errors.New("name is not valid UTF-8")
 	case strings.ContainsFunc(name, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }):
 		return errors.New("name contains a space or control character")
+	}
+	// SCRAM clients SASLprep the name they send (RFC 5802 section 5.1);
+	// a configured name that SASLprep would change could log in with
+	// PLAIN but never with SCRAM.
+	if p, err := stringprep.SASLprep.Prepare(name); err != nil || p != name {
+		return errors.New("name is not in SASLprep (RFC 4013) normal form")
 	}
 	return nil
 }

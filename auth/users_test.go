@@ -19,6 +19,7 @@ func TestNewUsersErrors(t *testing.T) {
 		{"empty name", []UserConfig{{Name: ""}}, nil, "empty name"},
 		{"space in name", []UserConfig{{Name: "a b"}}, nil, "space"},
 		{"NUL in name", []UserConfig{{Name: "a\x00b"}}, nil, "control"},
+		{"name SASLprep changes", []UserConfig{{Name: "\u2168"}}, nil, "SASLprep"}, // ROMAN NUMERAL NINE maps to "IX"
 		{"duplicate user", []UserConfig{{Name: "a"}, {Name: "a"}}, nil, "defined twice"},
 		{"clear-text password", []UserConfig{{Name: "a", Password: "s3cret"}}, nil, "SCRAM-SHA-256 verifier"},
 		{"unknown group", []UserConfig{{Name: "a", Groups: []string{"g"}}}, nil, `unknown group "g"`},

@@ -381,6 +381,9 @@ func (c *Client) Submit(ctx context.Context, job Job, h *Handlers) (*Task, error
 	if bytes.IndexByte([]byte(job.Function), 0) >= 0 || bytes.IndexByte([]byte(job.Unique), 0) >= 0 {
 		return nil, errors.New("submit: NUL in function name or unique")
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	cc, err := c.conn(ctx)
 	if err != nil {
 		return nil, err

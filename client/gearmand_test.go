@@ -302,6 +302,9 @@ func TestContextCancellation(t *testing.T) {
 	if _, err := c.Echo(cancelled, []byte("x")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("echo with a cancelled context: %v", err)
 	}
+	if _, err := c.Submit(cancelled, client.Job{Function: "x"}, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("submit with a cancelled context: %v", err)
+	}
 	// The connection stays in step: the abandoned echo's reply is
 	// consumed in order.
 	if got, err := c.Echo(timeout(t), []byte("y")); err != nil || string(got) != "y" {
