@@ -462,6 +462,9 @@ func (c *Client) Echo(ctx context.Context, data []byte) ([]byte, error) {
 // ask sends a request that gets one in-order reply and waits for it; an
 // ERROR reply becomes a *ServerError.
 func (c *Client) ask(ctx context.Context, t protocol.Type, args ...[]byte) (protocol.Packet, error) {
+	if err := ctx.Err(); err != nil {
+		return protocol.Packet{}, err
+	}
 	cc, err := c.conn(ctx)
 	if err != nil {
 		return protocol.Packet{}, err
