@@ -146,6 +146,25 @@ ran: normal
 ran: low`,
 		},
 		scenario{
+			name:  "cli_unique_64_bytes",
+			needs: cli,
+			run: func(e *env) {
+				f := e.fn("f")
+				e.logResult("client", markHandles(e.gearman("", "-v", "-b", "-f", f, "-u", strings.Repeat("u", 64), "x")), true)
+				e.logResult("client", markHandles(e.gearman("", "-v", "-b", "-f", f, "-u", strings.Repeat("v", 63), "x")), true)
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: Task created: H1
+client: Task created: H2
+worker: JOB_ASSIGN_UNIQ "H1" "cli_unique_64_bytes.f" "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu" "x"
+worker: JOB_ASSIGN_UNIQ "H2" "cli_unique_64_bytes.f" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv" "x"`,
+		},
+		scenario{
 			name:  "cli_work_fail",
 			needs: cli,
 			run: func(e *env) {

@@ -254,6 +254,20 @@ fast worker: worker done: ping true
 slow worker: job php_worker_timeout_requeue.f x sleep3
 slow worker: worker done: ping false`,
 		},
+		// libgearman cuts a unique to 63 bytes before sending it, so real
+		// clients never meet the 64-byte rejection (raw_unique_64_bytes).
+		scenario{
+			name:  "php_unique_64_bytes",
+			needs: php,
+			run: func(e *env) {
+				f := e.fn("f")
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "bg_unique", f, strings.Repeat("u", 64)), false)
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "bg_unique", f, strings.Repeat("v", 63)), false)
+			},
+			want: `
+client: doBackground: H1 rc=SUCCESS error=GEARMAN_UNKNOWN_STATE
+client: doBackground: H2 rc=SUCCESS error=GEARMAN_UNKNOWN_STATE`,
+		},
 		scenario{
 			name:  "php_tasks_every_callback",
 			needs: php,

@@ -13,6 +13,7 @@
 //   status FN h:HANDLE|u:UNIQUE...   jobStatus / jobStatusByUniqueKey
 //   tasks FN               addTask, addTaskHigh, addTaskLow and the three
 //                          background variants, runTasks with every callback
+//   bg_unique FN UNIQUE    doBackground with that unique
 //   task1 FN               one task, every callback
 //   do1 FN                 doNormal of one job
 //   echo FN                ping
@@ -100,6 +101,11 @@ switch ($mode) {
             show_status('jobStatus ' . h($hd), $c->jobStatus($hd));
             show_status("jobStatusByUniqueKey $u-" . ($i + 1), $c->jobStatusByUniqueKey("$u-" . ($i + 1)));
         }
+        break;
+
+    case 'bg_unique':
+        $hd = $c->doBackground($fn, 'data', $args[0]);
+        printf("doBackground: %s rc=%s error=%s\n", h($hd), rc($c->returnCode()), $c->error());
         break;
 
     case 'status':
