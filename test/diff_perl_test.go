@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"strings"
 
 	P "github.com/gearproxy/gearproxy/protocol"
 )
@@ -48,20 +49,46 @@ worker: worker done`,
 			run: func(e *env) {
 				f := e.fn("f")
 				e.logResult("client", e.perl("perl_client.pl", e.Target.Addr, "background", f, e.fn("u")), false)
-				handles := []string{e.nz.real["H1"], e.nz.real["H2"]}
+				handles := []string{e.Target.Addr + "//" + e.nz.real["H1"], e.Target.Addr + "//" + e.nz.real["H2"]}
 				e.logResult("worker", e.perlWorker(f, "status", 2).Wait(toolTimeout), false)
 				e.logResult("client", e.perl("perl_client.pl", append([]string{e.Target.Addr, "status", f}, handles...)...), false)
 			},
 			want: `
-client: dispatch_background 1: H1
-client: dispatch_background 2: H2
-client: get_status H1: known=1 running=0 progress=0/0
-client: get_status H2: known=1 running=0 progress=0/0
+client: dispatch_background 1: <server>//H1
+client: dispatch_background 2: <server>//H2
+client: get_status <server>//H1: known=1 running=0 progress=0/0
+client: get_status <server>//H2: known=1 running=0 progress=0/0
 worker: job perl_background_status.f bg1 status
 worker: job perl_background_status.f bg2 status
 worker: worker done
-client: get_status H1: known=0 running=0 progress=0/0
-client: get_status H2: known=0 running=0 progress=0/0`,
+client: get_status <server>//H1: known=0 running=0 progress=0/0
+client: get_status <server>//H2: known=0 running=0 progress=0/0`,
+		},
+		scenario{
+			name:  "perl_unique_64_bytes",
+			needs: []string{"perl"},
+			run: func(e *env) {
+				f := e.fn("f")
+				e.logResult("client", e.perl("perl_client.pl", e.Target.Addr, "bg_unique", f, strings.Repeat("u", 64)), true)
+				e.logResult("client", e.perl("perl_client.pl", e.Target.Addr, "bg_unique", f, strings.Repeat("v", 63)), true)
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: dispatch_background: <server>//H1
+client: dispatch_background: <server>//H2
+worker: JOB_ASSIGN_UNIQ "H1" "perl_unique_64_bytes.f" "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu" "\x00data"
+worker: JOB_ASSIGN_UNIQ "H2" "perl_unique_64_bytes.f" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv" "data"`,
+			gearproxyWants: `
+client stderr: Unimplemented packet type: error [ARGUMENT_TOO_LARGE\x00{any}] at /usr/share/perl5/Gearman/Client.pm line {any}.
+client: exit 255
+client: dispatch_background: <server>//H1
+worker: JOB_ASSIGN_UNIQ "H1" "perl_unique_64_bytes.f" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv" "data"
+worker: NO_JOB`,
+			why: "a 64-byte unique is rejected with ERROR ARGUMENT_TOO_LARGE (Perl, which does not cut uniques as libgearman does, dies on it); gearmand truncates the unique and corrupts the data with a NUL",
 		},
 		scenario{
 			name:  "perl_taskset_callbacks",

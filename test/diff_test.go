@@ -265,6 +265,8 @@ func (e *env) fn(name string) string { return e.prefix + name }
 // Logf appends a line to the transcript, normalised.
 func (e *env) Logf(format string, args ...any) {
 	line := visible(e.nz.text(fmt.Sprintf(format, args...)))
+	// Clients print the server address (Perl's handles carry it).
+	line = strings.ReplaceAll(line, e.Target.Addr, "<server>")
 	if e.Target.Normalize != nil {
 		line = e.Target.Normalize(line)
 	}

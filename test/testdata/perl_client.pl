@@ -3,10 +3,12 @@
 #
 #   perl perl_client.pl HOST:PORT MODE FUNCTION [ARGS...]
 #
-# Prints what a Perl user sees; job handles are printed as <<handle>>.
+# Prints what a Perl user sees. Gearman::Client's handles are
+# "HOST:PORT//handle"; they are printed as HOST:PORT//<<handle>>.
 # Modes:
 #   do FN                 do_task at normal, high and low priority
 #   background FN UNIQUE  dispatch_background twice, then get_status of each
+#   bg_unique FN UNIQUE   dispatch_background with that unique
 #   status FN HANDLE...   get_status
 #   taskset FN            three tasks with every callback, then wait
 #   exceptions FN on|off  one task, with or without the exceptions option
@@ -18,6 +20,13 @@ $| = 1;
 my ($addr, $mode, $func, @args) = @ARGV;
 my $exceptions = ($mode eq 'exceptions' && $args[0] eq 'on') ? 1 : 0;
 my $c = Gearman::Client->new(job_servers => [$addr], exceptions => $exceptions);
+
+sub hd {
+    my ($h) = @_;
+    return 'undef' unless defined $h;
+    my ($js, $handle) = split m!//!, $h, 2;
+    return "$js//<<$handle>>";
+}
 
 sub show_status {
     my ($what, $st) = @_;
@@ -53,11 +62,14 @@ if ($mode eq 'do') {
     for my $i (1, 2) {
         my $h = $c->dispatch_background($func, "bg$i", { uniq => "$u-$i" });
         push @h, $h;
-        print "dispatch_background $i: <<", ($h // 'undef'), ">>\n";
+        print "dispatch_background $i: ", hd($h), "\n";
     }
-    show_status("get_status <<$_>>", $c->get_status($_)) for @h;
+    show_status("get_status " . hd($_), $c->get_status($_)) for @h;
+} elsif ($mode eq 'bg_unique') {
+    my $h = $c->dispatch_background($func, 'data', { uniq => $args[0] });
+    print "dispatch_background: ", hd($h), "\n";
 } elsif ($mode eq 'status') {
-    show_status("get_status <<$_>>", $c->get_status($_)) for @args;
+    show_status("get_status " . hd($_), $c->get_status($_)) for @args;
 } elsif ($mode eq 'taskset') {
     my $ts = $c->new_task_set;
     for my $t ('one', 'two', 'three') {
