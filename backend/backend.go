@@ -194,7 +194,7 @@ func (b *Backend) OpenWorker(handler func(*protocol.Packet), onClose func(error)
 	b.mu.Lock()
 	if b.links == nil {
 		b.mu.Unlock()
-		l.Close()
+		l.Abort()
 		return nil, ErrDown
 	}
 	b.workers[l] = true
@@ -248,7 +248,7 @@ func (b *Backend) connect() (chan struct{}, error) {
 	links := make([]*Link, 0, b.opts.Links)
 	fail := func(err error) (chan struct{}, error) {
 		for _, l := range links {
-			l.Close()
+			l.Abort()
 		}
 		return nil, err
 	}
@@ -347,10 +347,10 @@ func (b *Backend) disconnect() {
 	b.links, b.workers = nil, nil
 	b.mu.Unlock()
 	for _, l := range links {
-		l.Close()
+		l.Abort()
 	}
 	for l := range workers {
-		l.Close()
+		l.Abort()
 	}
 	for _, l := range links {
 		<-l.Done()
@@ -378,7 +378,9 @@ func (b *Backend) Admin(ctx context.Context, line string, list bool) ([]byte, er
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := io.WriteString(conn, line+"\n"); err != nil {
+	// "\r\n": gearmand drops the last character of a line that ends
+	// in a bare "\n".
+	if _, err := io.WriteString(conn, line+"\r\n"); err != nil {
 		return nil, fmt.Errorf("backend %s: admin: %w", b.opts.Name, err)
 	}
 	br := bufio.NewReader(conn)

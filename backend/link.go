@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/gearproxy/gearproxy/protocol"
 )
@@ -137,8 +138,27 @@ func (l *Link) Packet(t protocol.Type, args ...[]byte) error {
 	return l.Send(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Req, t, args...) })
 }
 
-// Close closes the link; replies still owed are answered with nil.
-func (l *Link) Close() { l.fail(ErrDown) }
+// Close sends what is queued (a worker's last WORK_COMPLETE must reach the
+// backend even when the worker hangs up right after it), waits at most
+// closeFlush for that, and closes the link; replies still owed are
+// answered with nil.
+func (l *Link) Close() {
+	l.out.Close()
+	t := time.NewTimer(closeFlush)
+	select {
+	case <-l.out.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	l.fail(ErrDown)
+}
+
+// closeFlush bounds how long Close waits for queued packets to leave.
+const closeFlush = time.Second
+
+// Abort closes the link at once, dropping what is queued: for a backend
+// that is gone or not answering.
+func (l *Link) Abort() { l.fail(ErrDown) }
 
 // Done is closed when the link's reader has stopped.
 func (l *Link) Done() <-chan struct{} { return l.done }

@@ -200,23 +200,33 @@ func (srv *Server) concatLists(ctx context.Context, cmd string) []byte {
 
 // toAll applies a command that changes state (maxqueue, create function,
 // drop function) to every healthy backend; the first error wins.
+//
+// A function exists only on the backends its jobs or workers reached, so
+// "not found" from some backends is no error when another one had it.
 func (srv *Server) toAll(ctx context.Context, line string) []byte {
-	var first []byte
+	var ok, notFound []byte
 	for _, r := range srv.ask(ctx, line, false) {
-		if r == nil {
-			continue
-		}
-		if !bytes.HasPrefix(r, []byte("OK")) {
+		switch {
+		case r == nil:
+		case bytes.HasPrefix(r, []byte("OK")):
+			if ok == nil {
+				ok = r
+			}
+		case bytes.Contains(bytes.ToLower(r), []byte("not found")) || bytes.Contains(bytes.ToLower(r), []byte("not+found")):
+			if notFound == nil {
+				notFound = r
+			}
+		default:
 			return r
 		}
-		if first == nil {
-			first = r
-		}
 	}
-	if first == nil {
-		return protocol.AppendTextError(nil, "NO_BACKEND", "no backend is up")
+	switch {
+	case ok != nil:
+		return ok
+	case notFound != nil:
+		return notFound
 	}
-	return first
+	return protocol.AppendTextError(nil, "NO_BACKEND", "no backend is up")
 }
 
 // workersList is gearmand's `workers` for the proxy's own sessions: the
@@ -241,9 +251,10 @@ func (srv *Server) workersList() []byte {
 		var b strings.Builder
 		fmt.Fprintf(&b, "%d %s %s :", s.id, host, id)
 		if w := s.worker; w != nil {
-			for _, a := range w.abilities {
+			// Newest registration first, as gearmand lists them.
+			for k := len(w.abilities) - 1; k >= 0; k-- {
 				b.WriteByte(' ')
-				b.Write(a.fn)
+				b.Write(w.abilities[k].fn)
 			}
 		}
 		s.mu.Unlock()

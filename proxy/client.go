@@ -2,6 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/gearproxy/gearproxy/backend"
@@ -13,6 +17,9 @@ import (
 // packet is valid only until dispatch returns; anything an asynchronous
 // reply needs is copied first.
 func (s *session) dispatch(p *protocol.Packet) {
+	if s.srv.trace {
+		s.srv.log.Log(context.Background(), slog.LevelDebug-4, "from peer", "session", s.id, "packet", p.String())
+	}
 	switch t := p.Type; {
 	case t == protocol.Text:
 		s.admin(p)
@@ -24,6 +31,13 @@ func (s *session) dispatch(p *protocol.Packet) {
 		s.getStatusUnique(p)
 	case t == protocol.EchoReq:
 		data := p.Data()
+		s.mu.Lock()
+		w := s.worker
+		s.mu.Unlock()
+		if w != nil {
+			s.workerEcho(w, data)
+			return
+		}
 		s.answer(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.EchoRes, data) })
 	case t == protocol.OptionReq:
 		s.option(p.Arg(0))
@@ -42,7 +56,7 @@ func (s *session) dispatch(p *protocol.Packet) {
 		// Response types sent to the server, type 5, ALL_YOURS, SASL
 		// after authentication: what gearmand says to them.
 		s.answer(func(dst []byte) []byte {
-			return protocol.AppendError(dst, "INVALID_COMMAND", "command not expected: "+t.String())
+			return protocol.AppendError(dst, "INVALID_COMMAND", "Command not expected")
 		})
 	}
 }
@@ -56,6 +70,15 @@ func (s *session) submit(p *protocol.Packet) {
 	fn, unique, data := p.Arg(0), p.Arg(1), p.Data()
 	if !s.ident.Allow(Submit, fn) {
 		s.answer(permissionDenied(Submit, fn))
+		return
+	}
+	if len(unique) > maxUnique {
+		// gearmand truncates a 64-byte unique silently, and the same
+		// unique must mean the same job on every backend: refuse it,
+		// as the bundled server does.
+		s.answer(func(dst []byte) []byte {
+			return protocol.AppendError(dst, "ARGUMENT_TOO_LARGE", "Unique value too large")
+		})
 		return
 	}
 	key := ""
@@ -83,6 +106,24 @@ func (s *session) submit(p *protocol.Packet) {
 
 func (srv *Server) load(i int) int64 { return srv.pools[i].load.Load() }
 
+// waitingClients corrects a backend's count of clients waiting on a job:
+// the proxy attaches all its foreground sessions of one job through one
+// submit, so the backend counts them once.
+func (srv *Server) waitingClients(p *pool, unique, backendCount []byte) []byte {
+	n, err := strconv.Atoi(string(backendCount))
+	if err != nil {
+		return backendCount
+	}
+	p.mu.Lock()
+	for key, j := range p.pending {
+		if _, u, ok := strings.Cut(key, "\x00"); ok && u == string(unique) && len(j.subs) > 1 {
+			n += len(j.subs) - 1
+		}
+	}
+	p.mu.Unlock()
+	return []byte(strconv.Itoa(n))
+}
+
 func unknownStatus(h []byte) func([]byte) []byte {
 	return func(dst []byte) []byte {
 		return protocol.AppendPacket(dst, protocol.Res, protocol.StatusRes, h, zero, zero, zero, zero)
@@ -90,6 +131,10 @@ func unknownStatus(h []byte) func([]byte) []byte {
 }
 
 var zero = []byte("0")
+
+// maxUnique is the longest unique ID libgearman can hold (64-byte buffer
+// with its NUL).
+const maxUnique = 63
 
 func (s *session) getStatus(p *protocol.Packet) {
 	h := bytes.Clone(p.Arg(0))
@@ -145,11 +190,13 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 		}
 	}
 	var links []*backend.Link
+	var pools []*pool
 	up := s.srv.upSet()
 	for i, p := range s.srv.pools {
 		if up.Has(i) {
 			if l := p.b.Link(); l != nil {
 				links = append(links, l)
+				pools = append(pools, p)
 			}
 		}
 	}
@@ -158,14 +205,17 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 		return
 	}
 	pending = len(links)
-	for _, l := range links {
+	for k, l := range links {
+		pl := pools[k]
 		err := l.Request(func(dst []byte) []byte {
 			return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatusUnique, unique)
 		}, func(r *protocol.Packet) {
 			mu.Lock()
 			defer mu.Unlock()
 			if r != nil && r.Type == protocol.StatusResUnique && len(r.Args) == 6 && string(r.Args[1]) != "0" && found == nil {
-				found = protocol.AppendPacket(nil, protocol.Res, protocol.StatusResUnique, r.Args...)
+				args := append([][]byte(nil), r.Args...)
+				args[5] = s.srv.waitingClients(pl, unique, args[5])
+				found = protocol.AppendPacket(nil, protocol.Res, protocol.StatusResUnique, args...)
 			}
 			if pending--; pending == 0 {
 				finish()

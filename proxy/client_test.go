@@ -201,3 +201,24 @@ func TestPreSleepNoopMerged(t *testing.T) {
 	w.send(protocol.GrabJob)
 	w.expect(protocol.NoJob)
 }
+
+// A worker that hangs up right after its WORK_COMPLETE (the gearman CLI
+// with -c N does) must not lose the result on the way to the backend.
+func TestWorkCompleteThenHangUp(t *testing.T) {
+	srv, _, _ := startBundled(t, 2, nil)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	for i := range 5 {
+		w := dial(t, addr)
+		w.send(protocol.CanDo, "bye")
+		c.send(protocol.SubmitJob, "bye", fmt.Sprintf("u%d", i), "x")
+		h := c.expect(protocol.JobCreated)[0]
+		w.send(protocol.GrabJob)
+		w.expect(protocol.JobAssign)
+		w.send(protocol.WorkComplete, h, "last words")
+		w.conn.Close()
+		if got := c.expect(protocol.WorkComplete); got[1] != "last words" {
+			t.Fatalf("WORK_COMPLETE %q", got)
+		}
+	}
+}

@@ -21,7 +21,7 @@ func startBundled(t testing.TB, n int, tweak func(*Options)) (*Server, string, [
 	var servers []*jobserver.Server
 	opts := Options{HealthInterval: 50 * time.Millisecond}
 	if os.Getenv("PROXY_DEBUG") != "" {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
 	}
 	for i := range n {
 		js, err := jobserver.New(jobserver.Options{HandlePrefix: fmt.Sprintf("H:b%d", i)})
@@ -125,7 +125,10 @@ func work(t testing.TB, addr, fn string) {
 	w.send(protocol.CanDo, fn)
 	go func() {
 		for {
-			w.send(protocol.GrabJobUniq)
+			w.w.WritePacket(protocol.Req, protocol.GrabJobUniq)
+			if w.w.Flush() != nil {
+				return
+			}
 			var pk protocol.Packet
 			if err := w.r.Read(&pk); err != nil {
 				return

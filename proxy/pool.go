@@ -18,7 +18,10 @@ type pool struct {
 	srv   *Server
 	index int
 	b     *backend.Backend
-	load  atomic.Int64 // foreground jobs in flight, for least-loaded routing
+	// load is the backend's outstanding work as the proxy sees it, for
+	// least-loaded routing: foreground jobs in flight plus background
+	// submits not yet answered.
+	load atomic.Int64
 
 	mu sync.Mutex
 	// jobs are the foreground jobs with a handle, by backend handle.
@@ -104,7 +107,15 @@ func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) 
 		return protocol.AppendPacket(dst, protocol.Req, pkt.Type, pkt.Args...)
 	}
 	if bg {
-		return link.Request(encode, func(r *protocol.Packet) { p.createdBackground(s, seq, r) })
+		p.load.Add(1)
+		err := link.Request(encode, func(r *protocol.Packet) {
+			p.load.Add(-1)
+			p.createdBackground(s, seq, r)
+		})
+		if err != nil {
+			p.load.Add(-1)
+		}
+		return err
 	}
 	j := &job{key: key, waiters: []waiter{{s, seq}}}
 	if err := link.Request(encode, func(r *protocol.Packet) { p.created(j, r) }); err != nil {

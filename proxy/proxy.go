@@ -67,8 +67,11 @@ type Server struct {
 	log    *slog.Logger
 	router *router.Router
 	codec  *router.Codec
-	pools  []*pool
-	up     atomic.Uint64 // router.Set of healthy backends
+	// trace logs every packet at debug level (checked once: the check
+	// is not free on the hot path).
+	trace bool
+	pools []*pool
+	up    atomic.Uint64 // router.Set of healthy backends
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -129,6 +132,7 @@ func New(opts Options) (*Server, error) {
 		ctx: ctx, cancel: cancel,
 		sessions: map[uint64]*session{}, listeners: map[net.Listener]bool{},
 	}
+	s.trace = opts.Logger.Enabled(context.Background(), slog.LevelDebug-4)
 	for i, bc := range opts.Backends {
 		p := &pool{srv: s, index: i, jobs: map[string]*job{}, pending: map[string]*job{}}
 		b, err := backend.New(backend.Options{

@@ -156,7 +156,12 @@ func (s *session) readLoop() error {
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
 				seq := s.reserve()
-				s.fill(seq, func(dst []byte) []byte { return protocol.AppendError(dst, fe.Code, fe.Error()) })
+				if errors.Is(fe, protocol.ErrLineTooLong) || errors.Is(fe, protocol.ErrTooManyTokens) {
+					// An admin line gets its error as a text line.
+					s.fill(seq, func(dst []byte) []byte { return protocol.AppendTextError(dst, fe.Code, fe.Error()) })
+				} else {
+					s.fill(seq, func(dst []byte) []byte { return protocol.AppendError(dst, fe.Code, fe.Error()) })
+				}
 				if fe.Synced {
 					continue
 				}

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"github.com/gearproxy/gearproxy/backend"
 	"github.com/gearproxy/gearproxy/protocol"
+	"log/slog"
 )
 
 // worker is the worker role of a session: a link to every healthy backend,
@@ -27,6 +29,19 @@ type worker struct {
 	queue     []grabRequest
 	cur       *grabState
 	closed    bool
+
+	// An ECHO_REQ from a worker goes to the backend that got its last
+	// WORK_* packet, so that an ERROR about that packet (JOB_NOT_FOUND
+	// after a timeout) reaches the worker before ECHO_RES, as it would
+	// from gearmand; libgearman pings to learn exactly that.
+	lastWork int
+	echoes   [][]echo   // by backend: ECHO_REQs awaiting their ECHO_RES
+	held     [][][]byte // by backend: ERRORs that must precede that ECHO_RES
+}
+
+type echo struct {
+	seq  uint64
+	data []byte
 }
 
 type ability struct {
@@ -55,7 +70,8 @@ func (s *session) ensureWorker() *worker {
 		s.mu.Unlock()
 		return w
 	}
-	w := &worker{s: s, links: make([]*backend.Link, len(s.srv.pools))}
+	n := len(s.srv.pools)
+	w := &worker{s: s, links: make([]*backend.Link, n), lastWork: -1, echoes: make([][]echo, n), held: make([][][]byte, n)}
 	s.worker = w
 	s.mu.Unlock()
 	up := s.srv.upSet()
@@ -124,6 +140,7 @@ func (w *worker) lost(i int, link *backend.Link) {
 	}
 	w.links[i] = nil
 	w.unwake(i)
+	w.answerEchoes(i)
 	if w.cur != nil && w.cur.at == i {
 		w.cur.pos++
 		w.tryNext()
@@ -136,9 +153,10 @@ func (w *worker) close() {
 	links := w.links
 	w.links = make([]*backend.Link, len(links))
 	w.s.mu.Unlock()
+	// Close them in parallel: each waits for its last packets to leave.
 	for _, l := range links {
 		if l != nil {
-			l.Close()
+			go l.Close()
 		}
 	}
 }
@@ -161,6 +179,9 @@ func (w *worker) sendAllLocked(t protocol.Type, args ...[]byte) {
 
 func (w *worker) fromBackend(i int, link *backend.Link, p *protocol.Packet) {
 	s := w.s
+	if s.srv.trace {
+		s.srv.log.Log(context.Background(), slog.LevelDebug-4, "to worker link", "session", s.id, "backend", i, "packet", p.String())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if w.links[i] != link {
@@ -186,7 +207,55 @@ func (w *worker) fromBackend(i int, link *backend.Link, p *protocol.Packet) {
 		}
 		// An ERROR about a WORK_* packet (JOB_NOT_FOUND after a
 		// timeout): the worker would have had it from gearmand too.
+		if len(w.echoes[i]) > 0 {
+			w.held[i] = append(w.held[i], protocol.AppendPacket(nil, protocol.Res, p.Type, p.Args...))
+			return
+		}
 		s.pushLocked(copyPacket(p))
+	case protocol.EchoRes:
+		if len(w.echoes[i]) > 0 {
+			w.answerEcho(i)
+		}
+	}
+}
+
+// answerEcho answers the oldest ECHO_REQ sent to backend i, after the
+// ERRORs that came before its ECHO_RES.
+func (w *worker) answerEcho(i int) {
+	e := w.echoes[i][0]
+	w.echoes[i] = w.echoes[i][1:]
+	held := w.held[i]
+	w.held[i] = nil
+	w.s.fillLocked(e.seq, func(dst []byte) []byte {
+		for _, h := range held {
+			dst = append(dst, h...)
+		}
+		return protocol.AppendPacket(dst, protocol.Res, protocol.EchoRes, e.data)
+	})
+}
+
+func (w *worker) answerEchoes(i int) {
+	for len(w.echoes[i]) > 0 {
+		w.answerEcho(i)
+	}
+}
+
+// echo answers a worker's ECHO_REQ, through the backend of its last
+// WORK_* packet when there is one.
+func (s *session) workerEcho(w *worker, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := w.lastWork
+	if i < 0 || w.links[i] == nil {
+		s.pushLocked(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.EchoRes, data) })
+		return
+	}
+	seq := s.base + uint64(len(s.replies))
+	s.appendReply(reply{})
+	e := echo{seq: seq, data: append([]byte(nil), data...)}
+	w.echoes[i] = append(w.echoes[i], e)
+	if w.links[i].Packet(protocol.EchoReq, data) != nil {
+		w.answerEchoes(i)
 	}
 }
 
@@ -353,6 +422,7 @@ func (s *session) workResult(p *protocol.Packet) {
 		s.mu.Lock()
 		if w := s.worker; w != nil {
 			link = w.links[i]
+			w.lastWork = i
 		}
 		s.mu.Unlock()
 	}

@@ -158,20 +158,30 @@ func (r *Router) Pick(key uint64, up Set) int {
 
 // PickJob routes a job: an empty unique never coalesces, so it goes to the
 // least loaded healthy backend (load(i) is backend i's outstanding work,
-// ties broken by weight then index); any other unique is hashed.
+// divided by its weight). Among equally loaded backends the function's own
+// rendezvous order decides, so that jobs of one function without a unique
+// stay on one backend, in their order, until it is busier than another.
+// Any other unique is hashed.
 func (r *Router) PickJob(function, unique, data []byte, up Set, load func(int) int64) int {
 	if len(unique) > 0 {
 		return r.Pick(Key(function, unique, data), up)
 	}
-	best, bestLoad := -1, 0.0
+	var least Set
+	bestLoad := 0.0
 	for i := range r.seeds {
 		if !up.Has(i) {
 			continue
 		}
 		l := float64(load(i)) / r.weights[i]
-		if best < 0 || l < bestLoad {
-			best, bestLoad = i, l
+		switch {
+		case least == 0 || l < bestLoad:
+			least, bestLoad = Set(0).With(i), l
+		case l == bestLoad:
+			least = least.With(i)
 		}
 	}
-	return best
+	if least == 0 {
+		return -1
+	}
+	return r.Pick(Key(function, nil, nil), least)
 }

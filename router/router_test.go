@@ -102,6 +102,15 @@ func TestPickJob(t *testing.T) {
 	if got := r.PickJob([]byte("f"), nil, nil, r.All().Without(1), load); got != 2 {
 		t.Fatalf("empty unique without 1 went to %d, want 2", got)
 	}
+	// Equal loads: one function's jobs stay together, in the function's
+	// rendezvous order.
+	flat := func(int) int64 { return 0 }
+	for _, fn := range []string{"a", "b", "c", "d"} {
+		want := r.Pick(Key([]byte(fn), nil, nil), r.All())
+		if got := r.PickJob([]byte(fn), nil, nil, r.All(), flat); got != want {
+			t.Fatalf("function %q without unique went to %d, want %d", fn, got, want)
+		}
+	}
 	if got := r.PickJob([]byte("f"), []byte("u"), nil, 0, load); got != -1 {
 		t.Fatalf("no healthy backend gave %d", got)
 	}

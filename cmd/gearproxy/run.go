@@ -119,6 +119,13 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 		return err
 	}
 	defer srv.Close()
+	// Give the backends a moment to connect before clients arrive, so
+	// that the first submits do not find an empty pool.
+	wait, cancel := context.WithTimeout(ctx, cfg.Health.DialTimeout.Duration)
+	if err := srv.WaitUp(wait, len(opts.Backends)); err != nil {
+		log.Warn("listening before every backend is up", "err", err)
+	}
+	cancel()
 	for _, l := range cfg.Listeners {
 		if l.User == "" {
 			return fmt.Errorf("listener %s: authentication is not available yet: set user = \"...\"", l.Address)

@@ -1,0 +1,71 @@
+package test
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestProxyDiff runs the differential table through gearproxy in front of
+// (a) three bundled backends and (b) two real gearmand processes, next to
+// a direct gearmand whose transcripts are the reference.
+func TestProxyDiff(t *testing.T) {
+	runDifferential(t, gearmandTarget(t, ServerOptions{}), proxyBundledTarget(t, ServerOptions{}), proxyGearmandTarget(t, ServerOptions{}))
+}
+
+// proxyDifferences are the scenarios a sharded pool cannot answer like a
+// single server, by design.
+var proxyDifferences = map[string]string{
+	// One server hands out jobs in one global order; a pool keeps each
+	// backend's order and the proxy rotates between backends, so the order
+	// of assignments across backends differs.
+	"raw_coalesce_uniques":   "assignment order across backends",
+	"raw_pipelined_submits":  "assignment order across backends",
+	"raw_reduce_passthrough": "assignment order across backends",
+	// Priorities order the jobs of one backend; jobs with different
+	// uniques live on different backends.
+	"raw_priorities":            "priority order across backends",
+	"cli_background_priorities": "priority order across backends",
+	"php_tasks_every_callback":  "priority order across backends",
+	"php_background_and_status": "priority order across backends",
+	"perl_taskset_callbacks":    "assignment order across backends",
+	"perl_background_status":    "assignment order across backends",
+	// maxqueue is set on every backend and counts that backend's jobs.
+	"raw_maxqueue": "maxqueue counts per backend",
+}
+
+func proxySkip(extra map[string]string) func(string) string {
+	return func(scenario string) string {
+		if r := proxyDifferences[scenario]; r != "" {
+			return "deliberate difference of a sharded pool: " + r
+		}
+		return extra[scenario]
+	}
+}
+
+func proxyBundledTarget(t testing.TB, o ServerOptions) Target {
+	if o.JobRetries > 0 {
+		t.Skip("job retries of bundled backends are not configurable yet")
+	}
+	s := startProxyRun(t, bundledBackends(3), "")
+	return Target{Name: "proxy-bundled", Addr: s.Addr, Flavor: FlavorGearproxy, Pid: s.Pid, Skip: proxySkip(nil)}
+}
+
+func proxyGearmandTarget(t testing.TB, o ServerOptions) Target {
+	var bs []proxyBackend
+	for i := range 2 {
+		var extra []string
+		if o.JobRetries > 0 {
+			extra = append(extra, fmt.Sprintf("--job-retries=%d", o.JobRetries))
+		}
+		g := startGearmand(t, extra...)
+		bs = append(bs, proxyBackend{Name: fmt.Sprintf("gm%d", i+1), Addr: g.Addr})
+	}
+	s := startProxyRun(t, bs, "")
+	return Target{Name: "proxy-gearmand", Addr: s.Addr, Flavor: FlavorGearproxy, Pid: s.Pid, Fresh: proxyGearmandTarget,
+		Skip: proxySkip(map[string]string{
+			"raw_submit_job_sched":       "gearmand 1.1.20 never implemented SUBMIT_JOB_SCHED",
+			"raw_epoch_wakes_worker":     "gearmand sends no NOOP when an epoch job falls due",
+			"raw_drop_function_queued":   "gearmand drops a function with queued jobs; the bundled server refuses",
+			"admin_drop_function_queued": "gearmand drops a function with queued jobs; the bundled server refuses",
+		})}
+}

@@ -1,0 +1,143 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proxyBackend is one [[backend]] of a proxy under test: bundled, or a
+// server (gearmand) at an address.
+type proxyBackend struct {
+	Name string
+	Addr string // "" for a bundled backend
+}
+
+// startProxyRun writes a configuration with one listener (user "local", a
+// superuser) and the given backends, and runs `gearproxy run -config` on a
+// free port. It retries on a new port if the first is lost to a race.
+func startProxyRun(t testing.TB, backends []proxyBackend, extra string) *Server {
+	t.Helper()
+	bin := gearproxyBinary(t)
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		dir, err := os.MkdirTemp(workDir, "proxy-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := freeAddr(t)
+		var b strings.Builder
+		fmt.Fprintf(&b, "data_dir = %q\n%s\n[[listener]]\naddress = %q\nuser = \"local\"\n[[user]]\nname = \"local\"\nsuperuser = true\n", filepath.Join(dir, "data"), extra, addr)
+		for _, be := range backends {
+			if be.Addr == "" {
+				fmt.Fprintf(&b, "[[backend]]\nname = %q\nbundled = true\n", be.Name)
+			} else {
+				fmt.Fprintf(&b, "[[backend]]\nname = %q\naddress = %q\n", be.Name, be.Addr)
+			}
+		}
+		cfg := filepath.Join(dir, "gearproxy.toml")
+		if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := startProcess(t, "gearproxy-run", addr, filepath.Join(dir, "stderr.log"), bin, "run", "-config", cfg)
+		if s != nil {
+			return s
+		}
+		lastErr = fmt.Errorf("gearproxy run did not start on %s", addr)
+	}
+	t.Fatal(lastErr)
+	return nil
+}
+
+// startGearmandAt starts gearmand on a given address (to restart one on
+// the port its proxy knows).
+func startGearmandAt(t testing.TB, addr string) *Server {
+	t.Helper()
+	requirePeer(t, "gearmand")
+	dir, err := os.MkdirTemp(workDir, "gearmand-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	for range 50 {
+		s := startProcess(t, "gearmand", addr, filepath.Join(dir, "stderr.log"), gearmandPath,
+			"--listen="+host, "--port="+port, "-t", "1", "--log-file="+dir+"/gearmand.log",
+			"--pid-file="+dir+"/gearmand.pid", "--verbose=WARNING")
+		if s != nil {
+			return s
+		}
+		time.Sleep(100 * time.Millisecond) // the killed one's port may linger
+	}
+	t.Fatalf("gearmand could not listen on %s again", addr)
+	return nil
+}
+
+// startProcess runs bin and waits until addr accepts; nil if the process
+// exited first.
+func startProcess(t testing.TB, name, addr, logPath, bin string, args ...string) *Server {
+	t.Helper()
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	logFile.Close()
+	s := &Server{Name: name, Addr: addr, Pid: cmd.Process.Pid, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(s.exited)
+	}()
+	if err := waitForPort(addr, s.exited, 15*time.Second); err != nil {
+		s.Kill()
+		return nil
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log (last 3000 bytes):\n%s", name, tail(s.LogPath, 3000))
+		}
+		s.Kill()
+	})
+	return s
+}
+
+// gearmandBackends starts n gearmand processes and names them gm1..gmN.
+func gearmandBackends(t testing.TB, n int) ([]*Server, []proxyBackend) {
+	t.Helper()
+	var servers []*Server
+	var bs []proxyBackend
+	for i := range n {
+		s := startGearmand(t)
+		servers = append(servers, s)
+		bs = append(bs, proxyBackend{Name: fmt.Sprintf("gm%d", i+1), Addr: s.Addr})
+	}
+	return servers, bs
+}
+
+func bundledBackends(n int) []proxyBackend {
+	var bs []proxyBackend
+	for i := range n {
+		bs = append(bs, proxyBackend{Name: fmt.Sprintf("shard%d", i+1)})
+	}
+	return bs
+}
+
+// writePHP saves a PHP script for one test and returns its path.
+func writePHP(t testing.TB, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "script.php")
+	if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
