@@ -165,6 +165,24 @@ worker: JOB_ASSIGN_UNIQ "H1" "cli_unique_64_bytes.f" "uuuuuuuuuuuuuuuuuuuuuuuuuu
 worker: JOB_ASSIGN_UNIQ "H2" "cli_unique_64_bytes.f" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv" "x"`,
 		},
 		scenario{
+			name:  "cli_coalesce_two_clients",
+			needs: cli,
+			run: func(e *env) {
+				f, u := e.fn("f"), e.fn("u")
+				c1 := startTool(e, nil, "gearman", append(e.hostPort(), "-f", f, "-u", u, "first")...)
+				e.waitClients(u, 1)
+				c2 := startTool(e, nil, "gearman", append(e.hostPort(), "-f", f, "-u", u, "second")...)
+				e.waitClients(u, 2)
+				w := e.gearmanWorker("-f", f, "-c", "1", "--", "tr", "a-z", "A-Z")
+				e.logResult("client1", c1.Wait(toolTimeout), true)
+				e.logResult("client2", c2.Wait(toolTimeout), true)
+				e.logResult("worker", w.Wait(toolTimeout), true)
+			},
+			want: `
+client1: FIRST
+client2: FIRST`,
+		},
+		scenario{
 			name:  "cli_work_fail",
 			needs: cli,
 			run: func(e *env) {

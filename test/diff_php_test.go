@@ -76,6 +76,26 @@ func (e *env) waitQueued(fn string, n int) {
 	e.waitStatus(fn, fmt.Sprintf("at least %d jobs", n), func(total, running, workers int) bool { return total >= n })
 }
 
+// waitClients waits until n foreground clients wait on the job with
+// unique u, polling GET_STATUS_UNIQUE.
+func (e *env) waitClients(u string, n int) {
+	e.Helper()
+	c := dialRaw(e, e.Target.Addr)
+	defer c.Close()
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		c.Send(P.GetStatusUnique, u)
+		r := c.Recv()
+		if r.Type == P.StatusResUnique && len(r.Args) == 6 && r.Args[5] == fmt.Sprint(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.Fatalf("%s: %d clients not waiting after %s (last %s)", u, n, ioTimeout, r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // waitStatus polls `status` until the line of fn satisfies ok.
 func (e *env) waitStatus(fn, what string, ok func(total, running, workers int) bool) {
 	e.Helper()
@@ -267,6 +287,26 @@ slow worker: worker done: ping false`,
 			want: `
 client: doBackground: H1 rc=SUCCESS error=GEARMAN_UNKNOWN_STATE
 client: doBackground: H2 rc=SUCCESS error=GEARMAN_UNKNOWN_STATE`,
+		},
+		scenario{
+			name:  "php_coalesce_two_clients",
+			needs: php,
+			run: func(e *env) {
+				f, u := e.fn("f"), e.fn("u")
+				c1 := e.startPHP("php_client.php", e.Target.Addr, "do_unique", f, u, "first")
+				e.waitClients(u, 1)
+				c2 := e.startPHP("php_client.php", e.Target.Addr, "do_unique", f, u, "second")
+				e.waitClients(u, 2)
+				w := e.phpWorker(f, "reverse", 1)
+				e.logResult("client1", c1.Wait(toolTimeout), false)
+				e.logResult("client2", c2.Wait(toolTimeout), false)
+				e.logResult("worker", w.Wait(toolTimeout), false)
+			},
+			want: `
+client1: doNormal: 'tsrif' rc=SUCCESS
+client2: doNormal: 'tsrif' rc=SUCCESS
+worker: job php_coalesce_two_clients.f first reverse
+worker: worker done: ping true`,
 		},
 		scenario{
 			name:  "php_tasks_every_callback",

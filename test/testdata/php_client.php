@@ -14,6 +14,7 @@
 //   tasks FN               addTask, addTaskHigh, addTaskLow and the three
 //                          background variants, runTasks with every callback
 //   bg_unique FN UNIQUE    doBackground with that unique
+//   do_unique FN UNIQUE DATA     doNormal with that unique
 //   task1 FN               one task, every callback
 //   do1 FN                 doNormal of one job
 //   echo FN                ping
@@ -101,6 +102,11 @@ switch ($mode) {
             show_status('jobStatus ' . h($hd), $c->jobStatus($hd));
             show_status("jobStatusByUniqueKey $u-" . ($i + 1), $c->jobStatusByUniqueKey("$u-" . ($i + 1)));
         }
+        break;
+
+    case 'do_unique':
+        $r = $c->doNormal($fn, $args[1], $args[0]);
+        printf("doNormal: %s rc=%s\n", var_export($r, true), rc($c->returnCode()));
         break;
 
     case 'bg_unique':
