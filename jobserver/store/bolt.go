@@ -27,9 +27,11 @@ const (
 
 // Defaults for Options.
 const (
-	DefaultBatchWindow = 10 * time.Millisecond
-	DefaultLockTimeout = 200 * time.Millisecond
-	DefaultMaxPending  = 1 << 16
+	DefaultBatchWindow        = 10 * time.Millisecond
+	DefaultLockTimeout        = 200 * time.Millisecond
+	DefaultMaxPending         = 1 << 16
+	DefaultCheckpointBytes    = 32 << 20
+	DefaultCheckpointInterval = time.Second
 )
 
 // formatVersion is the layout of buckets and keys; valueVersion (codec.go)
@@ -51,10 +53,16 @@ type Options struct {
 	// Sync says when Add returns (see SyncMode). The zero value is
 	// SyncAlways.
 	Sync SyncMode
-	// BatchWindow is how long SyncBatch lets jobs wait for their commit:
-	// a crash loses at most the jobs acknowledged in the last BatchWindow
-	// plus the duration of one commit. Zero means DefaultBatchWindow.
+	// BatchWindow is how often SyncBatch syncs the log: an operating
+	// system crash or power cut loses at most the jobs acknowledged in the
+	// last BatchWindow. Zero means DefaultBatchWindow.
 	BatchWindow time.Duration
+	// CheckpointBytes and CheckpointInterval say when the write-ahead log
+	// is applied to the bbolt file and started afresh: once it holds this
+	// many bytes, or this long after its first change. They bound the log
+	// replayed at Open. Zero means the defaults.
+	CheckpointBytes    int64
+	CheckpointInterval time.Duration
 	// LockTimeout is how long Open waits for another holder of the file
 	// before it fails with a *LockedError. Zero means DefaultLockTimeout.
 	LockTimeout time.Duration
@@ -68,7 +76,7 @@ type Options struct {
 	Logger *slog.Logger
 
 	// beforeCommit, when set by a test, runs in the committer before each
-	// commit with the number of ops it carries.
+	// log write with the number of ops it carries.
 	beforeCommit func(ops int)
 }
 
@@ -86,6 +94,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
+	}
+	if o.CheckpointBytes <= 0 {
+		o.CheckpointBytes = DefaultCheckpointBytes
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -113,14 +127,16 @@ func (e *LockedError) Error() string {
 
 // Stats counts what the store has done since Open.
 type Stats struct {
-	// Commits is the number of write transactions.
+	// Commits is the number of group writes to the log.
 	Commits uint64
-	// Syncs is the number of commits that reached stable storage (bbolt
-	// fdatasyncs twice per commit: data pages, then the meta page).
+	// Syncs is the number of fdatasyncs of the log.
 	Syncs uint64
-	// Added and Removed count jobs written and deleted.
+	// Checkpoints is the number of logs applied to the bbolt file (each
+	// one transaction, fsynced by bbolt).
+	Checkpoints uint64
+	// Added counts jobs written; Removed counts removals asked for.
 	Added, Removed uint64
-	// CommitTime is the time spent in commits, syncs included.
+	// CommitTime is the time spent writing and syncing the log.
 	CommitTime time.Duration
 }
 
@@ -149,11 +165,14 @@ type group struct {
 	err  error
 }
 
-// Bolt is the embedded store: one bbolt file, written by a single committer
-// goroutine that turns everything queued since its last commit into one
-// transaction and one sync. A submitter pays for the sync only while the
-// previous commit is in flight, so under load each fsync carries many jobs.
+// Bolt is the embedded store: a bbolt file holding the jobs as of the last
+// checkpoint, and a write-ahead log holding every change since (wal.go).
+// One committer goroutine writes everything queued since its last write as
+// one frame of the log with one sync: a submitter pays for a sync only
+// while the previous one is in flight, so under load each fdatasync
+// carries many jobs. A second goroutine applies full logs to bbolt.
 type Bolt struct {
+	dir     string
 	path    string
 	pidPath string
 	db      *bolt.DB
@@ -170,9 +189,26 @@ type Bolt struct {
 	quit    chan struct{}
 	stopped chan struct{}
 
+	// Owned by the committer goroutine.
+	wal       *os.File
+	walGen    uint64
+	walSize   int64
+	walBuf    []byte
+	unsynced  bool      // written to the log since its last sync
+	lastSync  time.Time // of the log, for SyncBatch
+	ckptOps   []op      // changes in the logs, not yet in bbolt
+	ckptGens  []uint64  // logs whose changes are all in ckptOps
+	ckptSince time.Time // when ckptOps got its first change
+	broken    error     // a log write or sync failed: nothing more is taken
+	clean     bool      // everything reached bbolt before the committer ended
+
+	ckptReq  chan chan error // Load asks for everything to be in bbolt
+	ckptDone chan ckptResult // from the checkpoint goroutine
+
 	lastID  atomic.Uint64
 	commits atomic.Uint64
 	syncs   atomic.Uint64
+	ckpts   atomic.Uint64
 	added   atomic.Uint64
 	removed atomic.Uint64
 	commitT atomic.Int64 // nanoseconds
@@ -208,20 +244,28 @@ func Open(dir string, opts Options) (*Bolt, error) {
 		return nil, fmt.Errorf("store %s: open: %w", path, unwrapPath(err))
 	}
 	b := &Bolt{
-		path:    path,
-		pidPath: filepath.Join(dir, pidFileName),
-		db:      db,
-		opts:    opts,
-		log:     opts.Logger.With("store", path),
-		group:   &group{done: make(chan struct{})},
-		wake:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		dir:      dir,
+		path:     path,
+		pidPath:  filepath.Join(dir, pidFileName),
+		db:       db,
+		opts:     opts,
+		log:      opts.Logger.With("store", path),
+		group:    &group{done: make(chan struct{})},
+		wake:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+		ckptReq:  make(chan chan error),
+		ckptDone: make(chan ckptResult, 1),
 	}
 	b.room.L = &b.mu
-	if err := b.init(); err != nil {
+	fresh, err := b.init()
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	if err := b.recover(fresh); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	// The pid file is written only once the lock is ours: it is a label
 	// for the error another process prints, not the lock itself.
@@ -229,6 +273,12 @@ func Open(dir string, opts Options) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store %s: write pid file: %w", path, err)
 	}
+	if b.wal, err = createWAL(dir, b.walGen); err != nil {
+		_ = db.Close()
+		removePidFile(b.pidPath)
+		return nil, fmt.Errorf("store %s: create write-ahead log: %w", path, unwrapPath(err))
+	}
+	b.walSize = walHeaderSize
 	go b.run()
 	return b, nil
 }
@@ -247,7 +297,6 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 		// fragments; the hashmap freelist stays fast where the array one
 		// degrades (bbolt's own advice).
 		FreelistType: bolt.FreelistMapType,
-		NoSync:       opts.Sync == SyncNone,
 	})
 }
 
@@ -264,9 +313,9 @@ func unwrapPath(err error) error {
 // init checks that an existing file is a store this build can read, or
 // creates the buckets of a new one. Checking writes nothing, so a store
 // that then fails to load is left exactly as it was found.
-func (b *Bolt) init() error {
+func (b *Bolt) init() (fresh bool, err error) {
 	empty := false
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err = b.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			var other []string
@@ -296,9 +345,9 @@ func (b *Bolt) init() error {
 		return nil
 	})
 	if err != nil || !empty {
-		return err
+		return false, err
 	}
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return true, b.db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucket(bucketMeta)
 		if err != nil {
 			return err
@@ -310,6 +359,54 @@ func (b *Bolt) init() error {
 	})
 }
 
+// recover applies the logs a crash left behind to bbolt, deletes them, and
+// picks the next log generation. A store file that was just created cannot
+// have logs: they would extend a file that is gone.
+func (b *Bolt) recover(fresh bool) error {
+	gens, err := listWAL(b.dir)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", b.path, err)
+	}
+	if len(gens) == 0 {
+		b.walGen = 1
+		return nil
+	}
+	if fresh {
+		return fmt.Errorf("store %s: the file is missing but its write-ahead log %s is there: refusing to start without the jobs it extends",
+			b.path, walPath(b.dir, gens[0]))
+	}
+	var ops []op
+	for _, gen := range gens {
+		path := walPath(b.dir, gen)
+		got, ignored, err := readWAL(path)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", path, unwrapPath(err))
+		}
+		if ignored > 0 {
+			// The frame being written at a crash: never acknowledged.
+			b.log.Warn("ignored the torn end of a write-ahead log", "log", path, "bytes", ignored)
+		}
+		ops = append(ops, got...)
+	}
+	// No cancelling here: a log may already be partly in bbolt (the crash
+	// came between a checkpoint and the deletion of its log), and only
+	// replaying every change in order is right in both cases.
+	if err := b.apply(ops, false); err != nil {
+		return fmt.Errorf("store %s: replay write-ahead log: %w", b.path, err)
+	}
+	for _, gen := range gens {
+		if err := os.Remove(walPath(b.dir, gen)); err != nil {
+			return fmt.Errorf("store %s: %w", b.path, err)
+		}
+	}
+	if err := syncDir(b.dir); err != nil {
+		return fmt.Errorf("store %s: sync directory: %w", b.path, err)
+	}
+	b.log.Info("replayed write-ahead log", "logs", len(gens), "changes", len(ops))
+	b.walGen = gens[len(gens)-1] + 1
+	return nil
+}
+
 // Path returns the database file.
 func (b *Bolt) Path() string { return b.path }
 
@@ -318,8 +415,8 @@ func (b *Bolt) LastID() uint64 { return b.lastID.Load() }
 
 // Stats returns counters since Open.
 func (b *Bolt) Stats() Stats {
-	return Stats{Commits: b.commits.Load(), Syncs: b.syncs.Load(), Added: b.added.Load(), Removed: b.removed.Load(),
-		CommitTime: time.Duration(b.commitT.Load())}
+	return Stats{Commits: b.commits.Load(), Syncs: b.syncs.Load(), Checkpoints: b.ckpts.Load(),
+		Added: b.added.Load(), Removed: b.removed.Load(), CommitTime: time.Duration(b.commitT.Load())}
 }
 
 // enqueue queues o and returns the group it commits with. It waits while
@@ -346,12 +443,12 @@ func (b *Bolt) enqueue(o op) (*group, error) {
 	return g, nil
 }
 
-// Add queues job and, with SyncAlways or SyncNone, waits for the commit
-// that writes it (with SyncNone that commit reaches the operating system
-// but not the disk). With SyncBatch it returns at once.
+// Add queues job and waits until the log holds it: written and synced
+// with SyncAlways, written to the operating system with SyncBatch and
+// SyncNone.
 func (b *Bolt) Add(job *Job) error {
 	g, err := b.enqueue(op{kind: opAdd, id: job.ID, val: appendValue(make([]byte, 0, valueSize(job)), job)})
-	if err != nil || b.opts.Sync == SyncBatch {
+	if err != nil {
 		return err
 	}
 	<-g.done
@@ -360,11 +457,8 @@ func (b *Bolt) Add(job *Job) error {
 
 // AddAsync is Add without the wait; see AsyncAdder.
 func (b *Bolt) AddAsync(job *Job, done func(error)) {
-	o := op{kind: opAdd, id: job.ID, val: appendValue(make([]byte, 0, valueSize(job)), job)}
-	if b.opts.Sync != SyncBatch {
-		o.done = done
-	}
-	if _, err := b.enqueue(o); err != nil || b.opts.Sync == SyncBatch {
+	o := op{kind: opAdd, id: job.ID, val: appendValue(make([]byte, 0, valueSize(job)), job), done: done}
+	if _, err := b.enqueue(o); err != nil {
 		done(err)
 	}
 }
@@ -386,97 +480,285 @@ func (b *Bolt) SetRetries(id uint64, retries uint32) error {
 	return err
 }
 
-// run is the committer: the only goroutine that writes the file.
+// ckptResult is what the checkpoint goroutine reports back.
+type ckptResult struct {
+	ops  []op
+	gens []uint64
+	err  error
+}
+
+// run is the committer: the only goroutine that writes the log, and the
+// one that decides when a checkpoint runs. It loops: write what is queued,
+// sync if the mode says so, start a checkpoint if one is due, then sleep
+// until something is queued, a checkpoint ends or a deadline passes.
 func (b *Bolt) run() {
 	defer close(b.stopped)
-	lastCommit := time.Now()
+	var (
+		busy    bool         // a checkpoint is running
+		waiters []chan error // Load calls waiting for everything in bbolt
+		timer   = time.NewTimer(time.Hour)
+	)
+	defer timer.Stop()
+	b.lastSync, b.ckptSince = time.Now(), time.Now()
 	for {
 		b.mu.Lock()
-		for len(b.pending) == 0 && !b.closed {
-			b.mu.Unlock()
-			<-b.wake
-			b.mu.Lock()
+		ops, g := b.pending, b.group
+		if len(ops) > 0 {
+			b.pending, b.spare = b.spare[:0], nil
+			b.group = &group{done: make(chan struct{})}
+			b.room.Broadcast()
 		}
 		closing := b.closed
-		if len(b.pending) == 0 {
-			b.mu.Unlock()
-			return // closed with nothing left to write
-		}
 		b.mu.Unlock()
-		if b.opts.Sync == SyncBatch && !closing {
-			// Let the window fill: one sync per BatchWindow at most.
-			if wait := time.Until(lastCommit.Add(b.opts.BatchWindow)); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-b.quit:
-					t.Stop()
+
+		if len(ops) > 0 {
+			b.write(ops, g)
+			clear(ops)
+			b.mu.Lock()
+			if b.spare == nil && cap(ops) <= 4*b.opts.MaxPending {
+				b.spare = ops[:0]
+			}
+			b.mu.Unlock()
+		}
+		now := time.Now()
+		if b.unsynced && b.broken == nil && (closing || now.Sub(b.lastSync) >= b.opts.BatchWindow && b.opts.Sync == SyncBatch) {
+			b.syncLog()
+		}
+		if !busy && len(b.ckptOps) > 0 && b.broken == nil &&
+			(closing || len(waiters) > 0 || b.walSize >= b.opts.CheckpointBytes || now.Sub(b.ckptSince) >= b.opts.CheckpointInterval) {
+			if err := b.rotate(); err != nil {
+				b.log.Error("checkpoint: cannot start a new write-ahead log", "err", err)
+				b.ckptSince = now // try again after an interval
+				for _, w := range waiters {
+					w <- err
+				}
+				waiters = nil
+				if closing {
+					return
+				}
+			} else {
+				busy = true
+				ops, gens := b.ckptOps, b.ckptGens
+				b.ckptOps, b.ckptGens, b.ckptSince = nil, nil, now
+				go func() { b.ckptDone <- ckptResult{ops: ops, gens: gens, err: b.checkpoint(ops, gens)} }()
+			}
+		}
+		if !busy && len(b.ckptOps) == 0 {
+			for _, w := range waiters {
+				w <- b.broken
+			}
+			waiters = nil
+		}
+		if closing && !busy {
+			b.mu.Lock()
+			idle := len(b.pending) == 0
+			b.mu.Unlock()
+			if idle && (len(b.ckptOps) == 0 || b.broken != nil) {
+				b.clean = len(b.ckptOps) == 0 && len(b.ckptGens) == 0 && b.broken == nil
+				return
+			}
+		}
+
+		// Sleep until the next thing to do.
+		wait := time.Hour
+		if b.unsynced && b.opts.Sync == SyncBatch {
+			wait = min(wait, time.Until(b.lastSync.Add(b.opts.BatchWindow)))
+		}
+		if len(b.ckptOps) > 0 && !busy {
+			wait = min(wait, time.Until(b.ckptSince.Add(b.opts.CheckpointInterval)))
+		}
+		if wait <= 0 {
+			continue
+		}
+		timer.Reset(wait)
+		quit := b.quit
+		if closing {
+			quit = nil // closed: it would fire forever
+		}
+		select {
+		case <-b.wake:
+		case <-quit:
+		case <-timer.C:
+		case w := <-b.ckptReq:
+			waiters = append(waiters, w)
+		case r := <-b.ckptDone:
+			busy = false
+			if r.err != nil {
+				// The changes are still in their logs: keep them, in
+				// order, for the next try.
+				b.log.Error("checkpoint failed; the write-ahead log keeps the jobs", "err", r.err)
+				b.ckptOps = append(r.ops, b.ckptOps...)
+				b.ckptGens = append(r.gens, b.ckptGens...)
+				for _, w := range waiters {
+					w <- r.err
+				}
+				waiters = nil
+				if closing {
+					return
+				}
+			} else {
+				b.ckpts.Add(1)
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// write appends ops to the log as one frame, syncs it with SyncAlways, and
+// releases everyone waiting on them. After a failed write or sync the log
+// cannot be trusted (a later frame could follow a torn one), so the store
+// refuses every later change.
+func (b *Bolt) write(ops []op, g *group) {
+	if b.opts.beforeCommit != nil {
+		b.opts.beforeCommit(len(ops))
+	}
+	start := time.Now()
+	err := b.broken
+	if err == nil {
+		b.walBuf = appendFrame(b.walBuf[:0], ops)
+		if _, err = b.wal.Write(b.walBuf); err == nil {
+			b.unsynced = true
+			if b.opts.Sync == SyncAlways {
+				err = b.syncLog()
+			}
+		}
+		if err != nil && b.broken == nil {
+			b.broken = fmt.Errorf("store %s: write-ahead log: %w", walPath(b.dir, b.walGen), err)
+		}
+		err = b.broken
+		if cap(b.walBuf) > 4<<20 {
+			b.walBuf = nil
+		}
+	}
+	if err == nil {
+		b.walSize += int64(len(b.walBuf))
+		if len(b.ckptOps) == 0 {
+			b.ckptSince = start
+		}
+		var last uint64
+		var added, removed uint64
+		for i := range ops {
+			o := ops[i]
+			o.done = nil
+			b.ckptOps = append(b.ckptOps, o)
+			switch o.kind {
+			case opAdd:
+				added++
+				last = max(last, o.id)
+			case opRemove:
+				removed += uint64(len(o.ids))
+			}
+		}
+		b.raiseLastID(last)
+		b.added.Add(added)
+		b.removed.Add(removed)
+		b.commits.Add(1)
+	} else {
+		b.log.Error("write-ahead log failed; refusing new jobs", "err", err)
+	}
+	b.commitT.Add(int64(time.Since(start)))
+	g.err = err
+	close(g.done)
+	for i := range ops {
+		if ops[i].done != nil {
+			ops[i].done(err)
+		}
+	}
+}
+
+// syncLog fdatasyncs the log.
+func (b *Bolt) syncLog() error {
+	err := fdatasync(b.wal)
+	b.lastSync = time.Now()
+	if err != nil {
+		if b.broken == nil {
+			b.broken = fmt.Errorf("store %s: sync write-ahead log: %w", walPath(b.dir, b.walGen), err)
+		}
+		return b.broken
+	}
+	b.unsynced = false
+	b.syncs.Add(1)
+	return nil
+}
+
+// rotate closes the current log, after a sync, and starts the next one;
+// the closed log's changes are then what a checkpoint applies.
+func (b *Bolt) rotate() error {
+	if b.unsynced {
+		// The checkpoint deletes the log once bbolt has its changes,
+		// but until then it is their only copy.
+		if err := b.syncLog(); err != nil {
+			return err
+		}
+	}
+	f, err := createWAL(b.dir, b.walGen+1)
+	if err != nil {
+		return err
+	}
+	if err := b.wal.Close(); err != nil {
+		b.log.Warn("closing a write-ahead log", "err", err)
+	}
+	b.ckptGens = append(b.ckptGens, b.walGen)
+	b.wal, b.walGen, b.walSize = f, b.walGen+1, walHeaderSize
+	return nil
+}
+
+// checkpoint applies ops to bbolt and deletes the logs that held them.
+func (b *Bolt) checkpoint(ops []op, gens []uint64) error {
+	if err := b.apply(ops, true); err != nil {
+		return err
+	}
+	for _, gen := range gens {
+		if err := os.Remove(walPath(b.dir, gen)); err != nil {
+			// bbolt has the changes; replaying them is harmless.
+			b.log.Warn("checkpoint: cannot delete an applied log", "err", err)
+		}
+	}
+	return nil
+}
+
+// checkpointAll returns once every change made so far is in bbolt.
+func (b *Bolt) checkpointAll() error {
+	w := make(chan error, 1)
+	select {
+	case b.ckptReq <- w:
+		return <-w
+	case <-b.stopped:
+		return ErrClosed
+	}
+}
+
+// apply writes ops, in order, to bbolt in one transaction. With cancel,
+// a job added and removed within ops is skipped altogether, which is most
+// jobs of a busy queue; replay at Open must not cancel (see recover).
+func (b *Bolt) apply(ops []op, cancel bool) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("damaged file: %v", p)
+		}
+	}()
+	var gone map[uint64]bool
+	if cancel {
+		added := map[uint64]bool{}
+		gone = map[uint64]bool{}
+		for i := range ops {
+			switch o := &ops[i]; o.kind {
+			case opAdd:
+				added[o.id] = true
+			case opRemove:
+				for _, id := range o.ids {
+					if added[id] {
+						gone[id] = true
+					}
 				}
 			}
 		}
-		b.mu.Lock()
-		ops, g := b.pending, b.group
-		b.pending, b.spare = b.spare[:0], nil
-		b.group = &group{done: make(chan struct{})}
-		closing = b.closed
-		b.room.Broadcast()
-		b.mu.Unlock()
-
-		if b.opts.beforeCommit != nil {
-			b.opts.beforeCommit(len(ops))
-		}
-		lastCommit = time.Now()
-		err := b.commit(ops)
-		b.commitT.Add(int64(time.Since(lastCommit)))
-		g.err = err
-		close(g.done)
-		for i := range ops {
-			if ops[i].done != nil {
-				ops[i].done(err)
-			}
-		}
-		if err != nil {
-			b.log.Error("commit failed", "ops", len(ops), "err", err)
-			b.requeue(ops, closing)
-		}
-		clear(ops)
-		b.mu.Lock()
-		if b.spare == nil && cap(ops) <= 4*b.opts.MaxPending {
-			b.spare = ops[:0]
-		}
-		done := b.closed && len(b.pending) == 0
-		b.mu.Unlock()
-		if done || (closing && err != nil) {
-			return
-		}
 	}
-}
-
-// requeue puts back the removals and retry counts of a failed commit: the
-// next commit tries them again. Adds are not retried; their callers got
-// the error and told their clients.
-func (b *Bolt) requeue(ops []op, closing bool) {
-	if closing {
-		return
-	}
-	var keep []op
-	for _, o := range ops {
-		if o.kind != opAdd {
-			keep = append(keep, o)
-		}
-	}
-	b.mu.Lock()
-	b.pending = append(keep, b.pending...)
-	b.mu.Unlock()
-	// A failing disk fails again at once; do not spin on it.
-	select {
-	case <-time.After(100 * time.Millisecond):
-	case <-b.quit:
-	}
-}
-
-// commit writes ops in order in one transaction.
-func (b *Bolt) commit(ops []op) error {
 	nkeys := 0
 	for i := range ops {
 		if ops[i].kind == opRemove {
@@ -492,24 +774,33 @@ func (b *Bolt) commit(ops []op) error {
 		keys = appendKey(keys, id)
 		return keys[len(keys)-8:]
 	}
-	var added, removed uint64
-	last := b.lastID.Load()
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	var last uint64
+	err = b.db.Update(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		// IDs grow, so new jobs land at the right edge of the tree; full
 		// pages on the left make the file smaller and Load faster.
 		jobs.FillPercent = 0.9
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyLastID); len(v) == 8 {
+			last = binary.BigEndian.Uint64(v)
+		}
+		stored := last
 		for i := range ops {
 			o := &ops[i]
 			switch o.kind {
 			case opAdd:
+				last = max(last, o.id)
+				if gone[o.id] {
+					continue
+				}
 				if err := jobs.Put(key(o.id), o.val); err != nil {
 					return fmt.Errorf("job %d: %w", o.id, err)
 				}
-				added++
-				last = max(last, o.id)
 			case opRemove:
 				for _, id := range o.ids {
+					if gone[id] {
+						continue
+					}
 					k := key(id)
 					if jobs.Get(k) == nil {
 						continue
@@ -517,9 +808,11 @@ func (b *Bolt) commit(ops []op) error {
 					if err := jobs.Delete(k); err != nil {
 						return fmt.Errorf("job %d: %w", id, err)
 					}
-					removed++
 				}
 			case opRetries:
+				if gone[o.id] {
+					continue
+				}
 				k := key(o.id)
 				v := jobs.Get(k)
 				if len(v) < headerSize {
@@ -532,22 +825,27 @@ func (b *Bolt) commit(ops []op) error {
 				}
 			}
 		}
-		if last != b.lastID.Load() {
-			return tx.Bucket(bucketMeta).Put(keyLastID, binary.BigEndian.AppendUint64(nil, last))
+		if last != stored {
+			return meta.Put(keyLastID, binary.BigEndian.AppendUint64(nil, last))
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store %s: commit: %w", b.path, err)
 	}
-	b.lastID.Store(last)
-	b.commits.Add(1)
-	if b.opts.Sync != SyncNone {
-		b.syncs.Add(1)
-	}
-	b.added.Add(added)
-	b.removed.Add(removed)
+	b.raiseLastID(last)
 	return nil
+}
+
+// raiseLastID sets lastID to id unless it is already larger: the committer
+// and the checkpoint goroutine both raise it.
+func (b *Bolt) raiseLastID(id uint64) {
+	for {
+		cur := b.lastID.Load()
+		if id <= cur || b.lastID.CompareAndSwap(cur, id) {
+			return
+		}
+	}
 }
 
 // loadChunk is how many jobs Load decodes per read transaction. fn runs
@@ -559,6 +857,9 @@ const loadChunk = 4096
 // new and belongs to fn. A job that cannot be decoded stops the load with
 // an error naming the file and the job.
 func (b *Bolt) Load(fn func(*Job) error) error {
+	if err := b.checkpointAll(); err != nil {
+		return err
+	}
 	in := interner{}
 	var (
 		next  []byte
@@ -644,10 +945,16 @@ func (b *Bolt) close() {
 	}
 	<-b.stopped
 	var errs []error
-	if b.opts.Sync == SyncNone {
-		if err := b.db.Sync(); err != nil {
-			errs = append(errs, fmt.Errorf("store %s: sync: %w", b.path, err))
+	if err := b.wal.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("store %s: close write-ahead log: %w", b.path, err))
+	}
+	if b.clean {
+		// Everything is in bbolt: the empty log would only be replayed.
+		if err := os.Remove(walPath(b.dir, b.walGen)); err != nil {
+			errs = append(errs, fmt.Errorf("store %s: %w", b.path, err))
 		}
+	} else if b.broken != nil {
+		errs = append(errs, b.broken)
 	}
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store %s: close: %w", b.path, err))

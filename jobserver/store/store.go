@@ -99,10 +99,9 @@ func ParseSyncMode(s string) (SyncMode, error) {
 type AsyncAdder interface {
 	// AddAsync queues job and calls done once the job is as durable as Add
 	// would have made it, with Add's error. Calls to done come in the
-	// order of the AddAsync calls, from a goroutine of the store (or, when
-	// the sync mode waits for nothing, from AddAsync itself before it
-	// returns); done must not block. The store does not modify job, and
-	// the caller must not modify it until done runs.
+	// order of the AddAsync calls, from a goroutine of the store (or from
+	// AddAsync itself, before it returns, when the store is closed); done
+	// must not block. The store does not keep job after AddAsync returns.
 	AddAsync(job *Job, done func(error))
 }
 

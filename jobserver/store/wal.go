@@ -1,0 +1,228 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The write-ahead log. Every change is appended here, and only here, before
+// it is acknowledged: one write and one fdatasync per group of changes.
+// bbolt needs two syncs per commit (data pages, then the meta page) and
+// rewrites a path of pages per change; the log needs one sync and writes
+// the bytes of the jobs themselves. A checkpoint later applies a whole log
+// to bbolt in one transaction, where a job that ended within the same log
+// never touches bbolt at all, and then deletes the log.
+//
+// A log file, DIR/jobs.wal.<generation>:
+//
+//	header   "GPWAL" 0 0 <version 1>                         8 bytes
+//	frame    length u32 | CRC-32C of the payload u32 | payload  (one per group)
+//
+// A payload is a sequence of records:
+//
+//	1 add      id u64 | uvarint len | value (codec.go)
+//	2 remove   uvarint n | n ids u64
+//	3 retries  id u64 | retries u32
+//
+// All integers are big-endian. A crash can leave the last frame partly
+// written; it was never acknowledged, so replay stops at the first frame
+// that is short, zero or fails its checksum.
+const (
+	walPrefix     = "jobs.wal."
+	walVersion    = 1
+	walHeaderSize = 8
+	frameHeader   = 8
+
+	recAdd     = 1
+	recRemove  = 2
+	recRetries = 3
+)
+
+var walMagic = [walHeaderSize]byte{'G', 'P', 'W', 'A', 'L', 0, 0, walVersion}
+
+// walPath names the log of generation gen in dir.
+func walPath(dir string, gen uint64) string {
+	return filepath.Join(dir, fmt.Sprintf("%s%016x", walPrefix, gen))
+}
+
+// listWAL returns the generations of the logs in dir, oldest first.
+func listWAL(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var gens []uint64
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), walPrefix)
+		if !ok {
+			continue
+		}
+		gen, err := strconv.ParseUint(name, 16, 64)
+		if err != nil || len(name) != 16 {
+			return nil, fmt.Errorf("unexpected file %s in the store directory", e.Name())
+		}
+		gens = append(gens, gen)
+	}
+	slices.Sort(gens)
+	return gens, nil
+}
+
+// appendFrame appends one frame holding ops to dst.
+func appendFrame(dst []byte, ops []op) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, frameHeader)...)
+	for i := range ops {
+		o := &ops[i]
+		switch o.kind {
+		case opAdd:
+			dst = append(dst, recAdd)
+			dst = binary.BigEndian.AppendUint64(dst, o.id)
+			dst = binary.AppendUvarint(dst, uint64(len(o.val)))
+			dst = append(dst, o.val...)
+		case opRemove:
+			dst = append(dst, recRemove)
+			dst = binary.AppendUvarint(dst, uint64(len(o.ids)))
+			for _, id := range o.ids {
+				dst = binary.BigEndian.AppendUint64(dst, id)
+			}
+		case opRetries:
+			dst = append(dst, recRetries)
+			dst = binary.BigEndian.AppendUint64(dst, o.id)
+			dst = binary.BigEndian.AppendUint32(dst, o.retries)
+		}
+	}
+	payload := dst[start+frameHeader:]
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(payload)))
+	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	return dst
+}
+
+var errBadRecord = errors.New("malformed record")
+
+// decodeFrame appends the ops of one payload to ops. Values are copied out
+// of payload.
+func decodeFrame(ops []op, p []byte) ([]op, error) {
+	for len(p) > 0 {
+		kind := p[0]
+		p = p[1:]
+		switch kind {
+		case recAdd:
+			if len(p) < 8 {
+				return ops, errBadRecord
+			}
+			id := binary.BigEndian.Uint64(p)
+			l, n := binary.Uvarint(p[8:])
+			if n <= 0 || uint64(len(p)-8-n) < l {
+				return ops, errBadRecord
+			}
+			v := p[8+n : 8+n+int(l)]
+			ops = append(ops, op{kind: opAdd, id: id, val: bytes.Clone(v)})
+			p = p[8+n+int(l):]
+		case recRemove:
+			cnt, n := binary.Uvarint(p)
+			if n <= 0 || uint64(len(p)-n)/8 < cnt {
+				return ops, errBadRecord
+			}
+			ids := make([]uint64, cnt)
+			for i := range ids {
+				ids[i] = binary.BigEndian.Uint64(p[n+8*i:])
+			}
+			ops = append(ops, op{kind: opRemove, ids: ids})
+			p = p[n+8*int(cnt):]
+		case recRetries:
+			if len(p) < 12 {
+				return ops, errBadRecord
+			}
+			ops = append(ops, op{kind: opRetries, id: binary.BigEndian.Uint64(p), retries: binary.BigEndian.Uint32(p[8:])})
+			p = p[12:]
+		default:
+			return ops, fmt.Errorf("%w: type %d", errBadRecord, kind)
+		}
+	}
+	return ops, nil
+}
+
+// readWAL returns the ops of one log, and how many bytes after the last
+// good frame it ignored (a torn tail). A log whose header is not ours, or
+// a frame that passes its checksum but does not decode, is an error: that
+// is not a crash but another program or version.
+func readWAL(path string) (ops []op, ignored int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(data) < walHeaderSize {
+		// Created but its header never reached the disk: nothing in it
+		// was acknowledged.
+		return nil, int64(len(data)), nil
+	}
+	if !bytes.Equal(data[:walHeaderSize-1], walMagic[:walHeaderSize-1]) {
+		return nil, 0, errors.New("not a gearproxy write-ahead log")
+	}
+	if v := data[walHeaderSize-1]; v != walVersion {
+		return nil, 0, fmt.Errorf("write-ahead log version %d, this build reads version %d", v, walVersion)
+	}
+	p := data[walHeaderSize:]
+	for len(p) >= frameHeader {
+		l := binary.BigEndian.Uint32(p)
+		if l == 0 || uint64(l) > uint64(len(p)-frameHeader) {
+			break
+		}
+		payload := p[frameHeader : frameHeader+int(l)]
+		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(p[4:]) {
+			break
+		}
+		if ops, err = decodeFrame(ops, payload); err != nil {
+			return nil, 0, fmt.Errorf("frame at offset %d: %w", len(data)-len(p), err)
+		}
+		p = p[frameHeader+int(l):]
+	}
+	return ops, int64(len(p)), nil
+}
+
+// syncDir makes the creation or removal of a file in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// createWAL creates the log of generation gen, its header durable and its
+// directory entry too, so that what is appended to it can be trusted to be
+// found after a crash.
+func createWAL(dir string, gen uint64) (*os.File, error) {
+	path := walPath(dir, gen)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(walMagic[:]); err == nil {
+		err = fdatasync(f)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
+}

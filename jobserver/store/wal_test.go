@@ -1,0 +1,247 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// crashCopy copies the store's files as they are now, as the disk would
+// hold them if the process died at this moment: the store under test
+// keeps running and the copy is opened as the restarted server would.
+func crashCopy(t *testing.T, s *Bolt) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == pidFileName {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dst, e.Name()), b)
+	}
+	return dst
+}
+
+func ids(jobs []*Job) []uint64 {
+	var out []uint64
+	for _, j := range jobs {
+		out = append(out, j.ID)
+	}
+	return out
+}
+
+// noCheckpoint keeps every change in the log for as long as a test runs.
+var noCheckpoint = Options{CheckpointInterval: time.Hour}
+
+func TestCrashRecoversFromLog(t *testing.T) {
+	s := openT(t, t.TempDir(), noCheckpoint)
+	for id := uint64(1); id <= 6; id++ {
+		if err := s.Add(&Job{ID: id, Function: "f", Unique: fmt.Sprint(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Remove(2, 5)
+	s.SetRetries(3, 4)
+	// Removals do not wait; an Add after them waits for their frame.
+	if err := s.Add(&Job{ID: 7, Function: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Checkpoints != 0 {
+		t.Fatalf("stats %+v: a checkpoint ran, the test wants everything in the log", st)
+	}
+	dir := crashCopy(t, s)
+
+	r := openT(t, dir, Options{})
+	got := loadAll(t, r)
+	if want := []uint64{1, 3, 4, 6, 7}; !slices.Equal(ids(got), want) {
+		t.Fatalf("after the crash: jobs %v, want %v", ids(got), want)
+	}
+	if got[1].Retries != 4 || got[4].Function != "g" {
+		t.Errorf("job 3 retries %d (want 4), job 7 function %q", got[1].Retries, got[4].Function)
+	}
+	if r.LastID() != 7 {
+		t.Errorf("LastID %d, want 7", r.LastID())
+	}
+	// The replayed log is gone and a new one started.
+	gens, _ := listWAL(dir)
+	if len(gens) != 1 {
+		t.Errorf("logs after recovery: %v, want just the new one", gens)
+	}
+}
+
+func TestTornLogTailIsIgnored(t *testing.T) {
+	s := openT(t, t.TempDir(), noCheckpoint)
+	for id := uint64(1); id <= 3; id++ {
+		if err := s.Add(&Job{ID: id, Function: "f"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tail := range []struct {
+		name  string
+		bytes []byte
+	}{
+		{"half a header", []byte{0, 0}},
+		{"frame cut short", appendFrame(nil, []op{{kind: opAdd, id: 9, val: appendValue(nil, &Job{ID: 9})}})[:20]},
+		{"zeros", make([]byte, 4096)},
+		{"bad checksum", func() []byte {
+			f := appendFrame(nil, []op{{kind: opRemove, ids: []uint64{1}}})
+			f[len(f)-1] ^= 1
+			return f
+		}()},
+	} {
+		t.Run(tail.name, func(t *testing.T) {
+			dir := crashCopy(t, s)
+			gens, _ := listWAL(dir)
+			f, err := os.OpenFile(walPath(dir, gens[len(gens)-1]), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(tail.bytes)
+			f.Close()
+			r := openT(t, dir, Options{})
+			if got := ids(loadAll(t, r)); !slices.Equal(got, []uint64{1, 2, 3}) {
+				t.Errorf("jobs %v, want [1 2 3]", got)
+			}
+		})
+	}
+}
+
+// TestCheckpointSkipsEndedJobs: a checkpoint writes to bbolt only the jobs
+// still queued, and the log it applied is deleted.
+func TestCheckpointSkipsEndedJobs(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, noCheckpoint)
+	for id := uint64(1); id <= 100; id++ {
+		s.AddAsync(&Job{ID: id, Function: "f"}, func(error) {})
+	}
+	for id := uint64(1); id <= 100; id += 2 {
+		s.Remove(id)
+	}
+	s.SetRetries(4, 2)
+	s.SetRetries(5, 2) // removed: ignored
+	got := loadAll(t, s) // Load checkpoints everything first
+	if len(got) != 50 || got[0].ID != 2 || got[1].Retries != 2 {
+		t.Fatalf("loaded %d jobs starting %v, want the 50 even ones, job 4 with 2 retries", len(got), ids(got)[:3])
+	}
+	if st := s.Stats(); st.Checkpoints != 1 {
+		t.Errorf("stats %+v, want 1 checkpoint", st)
+	}
+	gens, _ := listWAL(dir)
+	if len(gens) != 1 {
+		t.Errorf("logs %v after the checkpoint, want only the current one", gens)
+	}
+	// A crash now recovers from bbolt alone.
+	r := openT(t, crashCopy(t, s), Options{})
+	if n := len(loadAll(t, r)); n != 50 {
+		t.Errorf("after a crash past the checkpoint: %d jobs, want 50", n)
+	}
+}
+
+// TestReplayOfAppliedLogIsHarmless covers a crash between a checkpoint's
+// commit and the deletion of its log: the log is replayed over a store that
+// already holds it, followed by a newer log.
+func TestReplayOfAppliedLogIsHarmless(t *testing.T) {
+	s := openT(t, t.TempDir(), noCheckpoint)
+	for id := uint64(1); id <= 4; id++ {
+		if err := s.Add(&Job{ID: id, Function: "f"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Remove(2)
+	if err := s.Add(&Job{ID: 5, Function: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	gens, _ := listWAL(s.dir)
+	old, err := os.ReadFile(walPath(s.dir, gens[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadAll(t, s) // checkpoint: bbolt holds 1 3 4 5, the log is deleted
+	s.Remove(3)
+	if err := s.Add(&Job{ID: 6, Function: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := crashCopy(t, s)
+	writeFile(t, walPath(dir, gens[0]), old) // as if its deletion never happened
+
+	r := openT(t, dir, Options{})
+	if got := ids(loadAll(t, r)); !slices.Equal(got, []uint64{1, 4, 5, 6}) {
+		t.Errorf("jobs %v, want [1 4 5 6]", got)
+	}
+}
+
+func TestAutomaticCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	// Tiny logs: every write is followed by a checkpoint.
+	s := openT(t, dir, Options{CheckpointBytes: 1})
+	const n = 500
+	for id := uint64(1); id <= n; id++ {
+		if err := s.Add(&Job{ID: id, Function: "f"}); err != nil {
+			t.Fatal(err)
+		}
+		if id%3 == 0 {
+			s.Remove(id)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Checkpoints < 2 {
+		t.Errorf("stats %+v, want several checkpoints", st)
+	}
+	if gens, _ := listWAL(dir); len(gens) != 0 {
+		t.Errorf("logs %v left after a clean Close", gens)
+	}
+	s = openT(t, dir, Options{})
+	if got := len(loadAll(t, s)); got != n-n/3 {
+		t.Errorf("%d jobs, want %d", got, n-n/3)
+	}
+}
+
+func TestUnusableLogRefusesToOpen(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, dir string)
+		want  string
+	}{
+		{"store file missing", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, FileName))
+		}, "the file is missing but its write-ahead log"},
+		{"other log version", func(t *testing.T, dir string) {
+			gens, _ := listWAL(dir)
+			writeFile(t, walPath(dir, gens[0]), []byte("GPWAL\x00\x00\x09"))
+		}, "write-ahead log version 9"},
+		{"not a log", func(t *testing.T, dir string) {
+			gens, _ := listWAL(dir)
+			writeFile(t, walPath(dir, gens[0]), []byte("#!/bin/sh\nexit 0\n"))
+		}, "not a gearproxy write-ahead log"},
+		{"stray file", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, walPrefix+"backup"), nil)
+		}, "unexpected file jobs.wal.backup"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := openT(t, t.TempDir(), noCheckpoint)
+			if err := s.Add(&Job{ID: 1, Function: "f"}); err != nil {
+				t.Fatal(err)
+			}
+			dir := crashCopy(t, s)
+			c.setup(t, dir)
+			_, err := Open(dir, Options{})
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), dir) {
+				t.Errorf("Open: %v\nwant an error naming %s and saying %q", err, dir, c.want)
+			}
+		})
+	}
+}
