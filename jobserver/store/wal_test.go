@@ -129,7 +129,7 @@ func TestCheckpointSkipsEndedJobs(t *testing.T) {
 		s.Remove(id)
 	}
 	s.SetRetries(4, 2)
-	s.SetRetries(5, 2) // removed: ignored
+	s.SetRetries(5, 2)   // removed: ignored
 	got := loadAll(t, s) // Load checkpoints everything first
 	if len(got) != 50 || got[0].ID != 2 || got[1].Retries != 2 {
 		t.Fatalf("loaded %d jobs starting %v, want the 50 even ones, job 4 with 2 retries", len(got), ids(got)[:3])
