@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearproxy/gearproxy/protocol"
@@ -490,9 +491,10 @@ type answer struct {
 // the oldest request and WORK_* packets to tasks by handle; senders write
 // under mu so that the request queue has the order of the wire.
 type clientConn struct {
-	nc   net.Conn
-	r    *protocol.Reader
-	done chan struct{}
+	nc     net.Conn
+	r      *protocol.Reader
+	done   chan struct{}
+	queued atomic.Int32 // senders waiting for mu
 
 	mu      sync.Mutex
 	w       *protocol.Writer
@@ -511,13 +513,17 @@ func (cc *clientConn) alive() bool {
 }
 
 func (cc *clientConn) send(req *request, args ...[]byte) error {
+	// Group commit: a sender that sees others queued behind it leaves the
+	// flush to the last of them, so concurrent submits share syscalls.
+	cc.queued.Add(1)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.queued.Add(-1)
 	if cc.err != nil {
 		return cc.err
 	}
 	err := cc.w.WritePacket(protocol.Req, req.typ, args...)
-	if err == nil {
+	if err == nil && cc.queued.Load() == 0 {
 		err = cc.w.Flush()
 	}
 	if err != nil {

@@ -437,3 +437,25 @@ func TestNoSASLOnGearmand(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// BenchmarkForeground runs foreground jobs through gearmand from parallel
+// goroutines sharing one Client, against a worker with 8 connections.
+func BenchmarkForeground(b *testing.B) {
+	addr := gearmand(b)
+	f := fn(b, "echo")
+	startWorker(b, newWorker(b, client.Config{Addr: addr, Concurrency: 8}, map[string]client.JobHandler{
+		f: func(_ context.Context, j *client.WorkerJob) ([]byte, error) { return j.Data, nil },
+	}))
+	c := newClient(b, client.Config{Addr: addr})
+	payload := []byte("0123456789abcdef")
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Do(context.Background(), client.Job{Function: f, Data: payload}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
