@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gearproxy/gearproxy/protocol"
 )
 
 // proxyBackend is one [[backend]] of a proxy under test: bundled, or a
@@ -140,4 +143,87 @@ func writePHP(t testing.TB, src string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// gearConn is a raw connection for load goroutines: it returns errors
+// instead of failing the test, so it may be used off the test goroutine.
+type gearConn struct {
+	conn net.Conn
+	r    *protocol.Reader
+	w    *protocol.Writer
+}
+
+func dialGear(addr string) (*gearConn, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &gearConn{conn: c, r: protocol.NewReader(c, protocol.ReaderOptions{Expect: protocol.Res}), w: protocol.NewWriter(c)}, nil
+}
+
+func (g *gearConn) send(typ protocol.Type, args ...string) error {
+	b := make([][]byte, len(args))
+	for i, a := range args {
+		b[i] = []byte(a)
+	}
+	if err := g.w.WritePacket(protocol.Req, typ, b...); err != nil {
+		return err
+	}
+	return g.w.Flush()
+}
+
+// recv reads one packet within wait, as its type and string arguments.
+func (g *gearConn) recv(wait time.Duration) (protocol.Type, []string, error) {
+	g.conn.SetReadDeadline(time.Now().Add(wait))
+	var p protocol.Packet
+	if err := g.r.Read(&p); err != nil {
+		return 0, nil, err
+	}
+	args := make([]string, len(p.Args))
+	for i, a := range p.Args {
+		args[i] = string(a)
+	}
+	return p.Type, args, nil
+}
+
+// gearWorker works fn through addr until stop is closed: every job is
+// answered with "done:<data>" after delay.
+func gearWorker(addr, fn string, delay time.Duration, stop <-chan struct{}) error {
+	g, err := dialGear(addr)
+	if err != nil {
+		return err
+	}
+	defer g.conn.Close()
+	go func() {
+		<-stop
+		g.conn.Close()
+	}()
+	if err := g.send(protocol.CanDo, fn); err != nil {
+		return err
+	}
+	for {
+		if err := g.send(protocol.GrabJob); err != nil {
+			return err
+		}
+		typ, args, err := g.recv(time.Minute)
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case protocol.NoJob:
+			if err := g.send(protocol.PreSleep); err != nil {
+				return err
+			}
+			for typ != protocol.Noop {
+				if typ, _, err = g.recv(time.Minute); err != nil {
+					return err
+				}
+			}
+		case protocol.JobAssign:
+			time.Sleep(delay)
+			if err := g.send(protocol.WorkComplete, args[0], "done:"+args[2]); err != nil {
+				return err
+			}
+		}
+	}
 }
