@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gearproxy/gearproxy/protocol"
 	"github.com/xdg-go/scram"
 )
 
@@ -57,16 +58,26 @@ func TestVerifierMatchesSCRAMClient(t *testing.T) {
 	}
 }
 
-// TestPostgresVerifier checks that a verifier in pg_authid's exact layout
-// (16-byte salt, padded standard base64) parses and formats back unchanged.
+// TestPostgresVerifier uses a verifier that PostgreSQL 15 made for the
+// password "pencil" (SET password_encryption = 'scram-sha-256'; CREATE
+// ROLE ... PASSWORD 'pencil'; SELECT rolpassword FROM pg_authid): it parses,
+// formats back unchanged, checks the password and serves a SCRAM login.
 func TestPostgresVerifier(t *testing.T) {
-	const pg = "SCRAM-SHA-256$4096:XqgOahEqlEzB5ai8x7tq3w==$2cy1ysG0JMaJ+HKLtUd9o5R0hV62hsEnbrgO3IJSkJw=:y3XQIlyvTcbB1+b3kefjjVNw4sOxHEk5KCY7nEtY+bI="
+	const pg = "SCRAM-SHA-256$4096:bfouWuVpmID1JLhHiiTfSw==$PonCbU4UJ+eWIYIN09/jkOGtE7atkQb2AYWbkq5t7uA=:ObaHRq0yNfzFFEE3tbnN9qlwkNB228gCminHFs6Fn8A="
 	v, err := ParseVerifier(pg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v.String() != pg {
 		t.Fatalf("reformatted as %s", v)
+	}
+	if !v.CheckPassword("pencil") || v.CheckPassword("Pencil") {
+		t.Fatal("CheckPassword disagrees with PostgreSQL")
+	}
+	f := newFixture(t, []UserConfig{{Name: "pg", Password: pg}}, nil)
+	c := f.listener(t, ListenerConfig{Mechanisms: []string{MechSCRAM}}).NewConversation(ConnInfo{Remote: testAddr})
+	if reply := scramExchange(t, c, "pg", "pencil", nil); decode(t, reply).Type != protocol.SASLOK {
+		t.Fatalf("SCRAM with a PostgreSQL verifier: %q", reply)
 	}
 }
 
