@@ -29,6 +29,7 @@ func (c *conn) admin(args [][]byte) bool {
 
 	s.mu.Lock()
 	b := s.scratch[:0]
+	s.scratch = nil // ours until we put it back
 	var removed []uint64
 	var shutdown, graceful bool
 	switch {
@@ -133,6 +134,13 @@ func (c *conn) admin(args [][]byte) bool {
 		b = append(b, args[0]...)
 		b = append(b, "\r\n"...)
 	}
+	if len(removed) > 0 {
+		// A cancelled job leaves the Store before the OK, without the
+		// lock held.
+		s.mu.Unlock()
+		s.storeRemove(removed)
+		s.mu.Lock()
+	}
 	reply := b
 	c.send(func(dst []byte) []byte { return append(dst, reply...) })
 	if cap(b) <= 64<<10 {
@@ -141,7 +149,6 @@ func (c *conn) admin(args [][]byte) bool {
 		s.scratch = nil
 	}
 	s.mu.Unlock()
-	s.storeRemove(removed)
 	if shutdown {
 		s.log.Info("shutdown requested by admin command", "remote", c.nc.RemoteAddr().String(), "graceful", graceful)
 		if graceful {

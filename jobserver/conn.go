@@ -166,7 +166,12 @@ func (c *conn) readLoop() {
 		if first {
 			first = false
 			if s.opts.IdleTimeout > 0 {
-				c.nc.SetReadDeadline(time.Time{})
+				// Under the lock, so that Close's deadline always wins.
+				s.mu.Lock()
+				if !s.closing {
+					c.nc.SetReadDeadline(time.Time{})
+				}
+				s.mu.Unlock()
 			}
 		}
 		if !c.handle(&p) {

@@ -237,8 +237,10 @@ func (s *Server) Close() error {
 		for l := range s.listeners {
 			l.Close()
 		}
+		// Wake every reader; each connection then flushes what is queued
+		// for it (such as the OK of an admin "shutdown") and closes.
 		for c := s.conns; c != nil; c = c.next {
-			c.nc.Close()
+			c.nc.SetReadDeadline(time.Unix(1, 0))
 		}
 		if s.delayT != nil {
 			s.delayT.Stop()
