@@ -46,10 +46,12 @@ var ErrAuthFailed = errors.New("authentication failed")
 // client certificate when CertLogin is set, otherwise the SASL exchange,
 // answering ECHO_REQ meanwhile as the extension allows. Any other packet,
 // or an admin text line, gets AUTH_REQUIRED and an ErrAuthRequired error;
-// too many failures give ErrAuthFailed. ctx bounds the whole step (the
-// listener's auth_timeout); on error the caller closes the connection,
+// too many failures give ErrAuthFailed. The listener's AuthTimeout (and
+// ctx) bound the whole step; on error the caller closes the connection,
 // whose error reply has already been written.
 func (l *Listener) AuthenticateConn(ctx context.Context, nc net.Conn) (Authenticated, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.AuthTimeout)
+	defer cancel()
 	if d, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(d)
 	}

@@ -217,3 +217,18 @@ func TestCertLogin(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthTimeoutDefault(t *testing.T) {
+	f := newFixture(t, saslUsers(t), nil)
+	l := f.listener(t, ListenerConfig{Mechanisms: []string{MechSCRAM}, AuthTimeout: 30 * time.Millisecond})
+	a, b := net.Pipe()
+	defer a.Close()
+	// No deadline on ctx: the listener's own timeout ends the wait.
+	_, err := l.AuthenticateConn(context.Background(), b)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if l2 := f.listener(t, ListenerConfig{Mechanisms: []string{MechSCRAM}}); l2.cfg.AuthTimeout != DefaultAuthTimeout {
+		t.Fatalf("default %v", l2.cfg.AuthTimeout)
+	}
+}

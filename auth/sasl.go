@@ -46,6 +46,7 @@ const (
 const (
 	DefaultFailureDelay    = 100 * time.Millisecond
 	DefaultMaxAuthFailures = 3
+	DefaultAuthTimeout     = 10 * time.Second
 	DefaultSourceFailures  = 30
 	DefaultSourceWindow    = 10 * time.Minute
 	DefaultSourceTableSize = 1 << 16
@@ -168,6 +169,10 @@ type ListenerConfig struct {
 	CertMapping CertMapping
 	// TLS, when set, makes AuthenticateConn run the TLS handshake first.
 	TLS *TLSServer
+	// AuthTimeout bounds the TLS handshake and the authentication in
+	// AuthenticateConn (auth_timeout); default 10 s. A peer that never
+	// sends a ClientHello or never finishes SASL is cut off then.
+	AuthTimeout time.Duration
 	// CertLogin authenticates a connection whose verified client
 	// certificate maps to a user at the end of the TLS handshake, so that
 	// unmodified TLS clients need no SASL (sasl-extension.md allows it).
@@ -186,6 +191,9 @@ type Listener struct {
 func (a *Authenticator) Listener(cfg ListenerConfig) (*Listener, error) {
 	if cfg.MaxAuthFailures <= 0 {
 		cfg.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
 	}
 	if err := cfg.CertMapping.validate(); err != nil {
 		return nil, fmt.Errorf("listener %s: %w", cfg.Name, err)
