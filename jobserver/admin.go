@@ -76,13 +76,14 @@ func (c *conn) admin(args [][]byte) bool {
 			b = append(b, protocol.TextListEnd...)
 		case argc == 2 && is(1, "jobs"):
 			// The fourth column is gearmand's job_queued, "handed to the
-			// persistent queue": here 1 exactly when the job is in the
-			// Store.
+			// persistent queue". With a Store it is 1 once the job is
+			// durable; without one, 1 for every background job, as
+			// gearmand prints with no persistent queue configured.
 			for _, j := range s.sortedJobs() {
 				b = appendHandle(b, s.prefix, j.id)
 				b = appendTabUint(b, int(j.retries))
 				b = appendTabBool(b, j.flags&flagIgnore != 0)
-				b = appendTabBool(b, j.flags&flagPersisted != 0)
+				b = appendTabBool(b, j.background() && (s.store == nil || j.flags&flagPersisted != 0))
 				b = append(b, '\n')
 			}
 			b = append(b, protocol.TextListEnd...)

@@ -37,7 +37,7 @@ func TestAdminCommands(t *testing.T) {
 		{"STATUS", true, "^f\t2\t0\t1\ng\t1\t1\t2\n\\.\n$"},
 		{"prioritystatus", true, "^f\t1\t1\t0\t1\ng\t0\t0\t0\t2\n\\.\n$"},
 		{"workers", true, `^(\d+ 127\.0\.0\.1 (worker-1 : g f g|- :)\n){3}\.\n$`},
-		{"show jobs", true, "^H:test:1\t0\t0\t0\nH:test:2\t0\t0\t0\nH:test:3\t0\t0\t0\n\\.\n$"},
+		{"show jobs", true, "^H:test:1\t0\t0\t1\nH:test:2\t0\t0\t1\nH:test:3\t0\t0\t0\n\\.\n$"},
 		{"show unique jobs", true, "^u1\n\nu3\n\\.\n$"},
 		{"show", false, "^ERR UNKNOWN_COMMAND Unknown\\+server\\+commandshow\r\n$"},
 		{"show foo", false, "^ERR UNKNOWN_SHOW_ARGUMENTS\r\n$"},

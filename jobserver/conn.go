@@ -149,6 +149,13 @@ func (c *conn) readLoop() {
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
 				s.log.Info("bad input", "remote", c.nc.RemoteAddr().String(), "err", err)
+				if fe.Synced && isWorkResult(fe.Type) {
+					// libgearman and Perl workers die on an unexpected
+					// ERROR, and Perl's Gearman::Worker sends WORK_STATUS
+					// without its denominator: log and drop, so that
+					// deployed workers keep running.
+					continue
+				}
 				c.frameError(fe)
 				if fe.Synced {
 					continue
@@ -315,4 +322,13 @@ func (s *Server) abandonIfOrphan(j *job) {
 		return
 	}
 	j.flags |= flagIgnore
+}
+
+func isWorkResult(t protocol.Type) bool {
+	switch t {
+	case protocol.WorkData, protocol.WorkWarning, protocol.WorkStatus, protocol.WorkComplete,
+		protocol.WorkFail, protocol.WorkException:
+		return true
+	}
+	return false
 }

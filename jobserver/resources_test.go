@@ -210,3 +210,20 @@ func TestCloseWithOpenConnections(t *testing.T) {
 	}
 	c.expectClosed()
 }
+
+// Perl's Gearman::Worker sends WORK_STATUS without a denominator, and
+// workers die on an unexpected ERROR: a malformed WORK_* is logged and
+// dropped, and the worker's next packets work.
+func TestMalformedWorkResultIsDropped(t *testing.T) {
+	_, addr := testServer(t, Options{})
+	c, w := dial(t, addr), dial(t, addr)
+	c.send(protocol.SubmitJob, "f", "", "x")
+	c.expect(protocol.JobCreated, "H:test:1")
+	w.canDo("f")
+	w.send(protocol.GrabJob)
+	w.expect(protocol.JobAssign, "H:test:1")
+	w.write(protocol.AppendPacket(nil, protocol.Req, protocol.WorkStatus, []byte("H:test:1\x001")))
+	w.sync()
+	w.send(protocol.WorkComplete, "H:test:1", "done")
+	c.expect(protocol.WorkComplete, "H:test:1", "done")
+}

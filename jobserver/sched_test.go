@@ -22,8 +22,8 @@ func TestCronNext(t *testing.T) {
 		{[5]string{"0", "9-17", "*", "*", "1-5"}, time.Date(2026, 3, 16, 9, 0, 0, 0, time.UTC)},
 		{[5]string{"0", "0", "1", "1", "*"}, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{[5]string{"0", "0", "29", "2", "*"}, time.Date(2028, 2, 29, 0, 0, 0, 0, time.UTC)},
-		{[5]string{"0", "12", "", "", "7"}, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)}, // 7 = Sunday
-		{[5]string{"0", "0", "13", "*", "5"}, time.Date(2026, 3, 20, 0, 0, 0, 0, time.UTC)},  // day 13 or Friday
+		{[5]string{"0", "12", "", "", "7"}, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)},  // 7 = Sunday
+		{[5]string{"0", "0", "13", "*", "5"}, time.Date(2026, 3, 20, 0, 0, 0, 0, time.UTC)}, // day 13 or Friday
 		{[5]string{"5,10", "11", "*", "*", "*"}, time.Date(2026, 3, 14, 11, 5, 0, 0, time.UTC)},
 	}
 	for _, tt := range tests {
@@ -118,4 +118,3 @@ func TestDelayedJobsWakeWorkers(t *testing.T) {
 }
 
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
-

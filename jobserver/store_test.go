@@ -144,7 +144,6 @@ func TestStoreRemoveAndRetries(t *testing.T) {
 	}
 }
 
-
 // A restart restores priority, FIFO order, coalescing, due times, reducers,
 // retries, and continues the handle numbering.
 func TestLoadRestoresJobs(t *testing.T) {
