@@ -459,3 +459,39 @@ func BenchmarkForeground(b *testing.B) {
 		}
 	})
 }
+
+// TestTimeoutRequeue: a job that outlives its CAN_DO_TIMEOUT goes to
+// another worker; the slow worker's late result is refused by gearmand,
+// which the worker survives without reconnecting.
+func TestTimeoutRequeue(t *testing.T) {
+	addr := gearmand(t)
+	f := fn(t, "slow")
+	dials := &trackingDialer{}
+	w, err := client.NewWorker(client.Config{Addr: addr, Dial: dials.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := 0
+	w.Register(f, time.Second, func(ctx context.Context, j *client.WorkerJob) ([]byte, error) {
+		mu.Lock()
+		runs++
+		first := runs == 1
+		mu.Unlock()
+		if first {
+			<-ctx.Done() // the handler's context ends with the timeout
+			time.Sleep(200 * time.Millisecond)
+			return []byte("late"), nil
+		}
+		return []byte("second try"), nil
+	})
+	startWorker(t, w)
+	c := newClient(t, client.Config{Addr: addr})
+	got, err := c.Do(timeout(t), client.Job{Function: f})
+	if err != nil || string(got) != "second try" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if n := dials.count(); n != 1 {
+		t.Fatalf("worker dialed %d times, want 1", n)
+	}
+}

@@ -97,9 +97,10 @@ func NewWorker(cfg Config) (*Worker, error) {
 }
 
 // Register adds a function before Run. A positive timeout is sent with
-// CAN_DO_TIMEOUT, after which the server gives the job to another worker
-// (gearmand counts in whole seconds, at least one); the handler's context
-// ends at the same time.
+// CAN_DO_TIMEOUT (in milliseconds; gearmand raises anything under a second
+// to one), after which the server gives the job to another worker; the
+// handler's context ends at the same time, and a result sent later is
+// refused by the server (logged, not fatal).
 func (w *Worker) Register(function string, timeout time.Duration, h JobHandler) error {
 	if function == "" || bytes.IndexByte([]byte(function), 0) >= 0 {
 		return fmt.Errorf("register %q: bad function name", function)
@@ -251,6 +252,14 @@ func (c *workerConn) work(ctx context.Context, cfg Config, funcs map[string]regi
 				}
 				break reply
 			case protocol.Error:
+				if string(p.Arg(0)) == "JOB_NOT_FOUND" {
+					// The answer to our last job's result: its
+					// CAN_DO_TIMEOUT ran out first and the server gave
+					// the job to another worker. The grab's reply
+					// follows.
+					cfg.Logger.Warn("job result refused: the job timed out on the server", "addr", cfg.Addr, "text", string(p.Arg(1)))
+					continue
+				}
 				return &ServerError{Code: string(p.Arg(0)), Text: string(p.Arg(1))}
 			default:
 				return fmt.Errorf("unexpected %s while grabbing a job", p.Type)
