@@ -224,34 +224,29 @@ client: jobStatusByUniqueKey php_background_and_status.u-3: known=false running=
 			run: func(e *env) {
 				f := e.fn("f")
 				u := e.fn("u")
-				e.logResult("client", e.php("php_client.php", e.Target.Addr, "background", f, u), false)
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "bg_unique", f, u), false)
 				w := e.worker("worker", f)
 				w.Send(P.GrabJob)
 				h := w.recv().Args[0]
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u), false)
 				w.Send(P.WorkStatus, h, "3", "7")
 				w.echoCheck("status sent")
-				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u+"-2"), false)
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u), false)
 				w.Send(P.WorkComplete, h, "")
 				w.echoCheck("complete sent")
-				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u+"-2"), false)
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "status", f, "h:"+h, "u:"+u), false)
 			},
 			want: `
 client: doBackground: H1 rc=SUCCESS
-client: doHighBackground: H2 rc=SUCCESS
-client: doLowBackground: H3 rc=SUCCESS
-client: jobStatus H1: known=true running=false 0/0
-client: jobStatusByUniqueKey php_job_status_running.u-1: known=true running=false 0/0
-client: jobStatus H2: known=true running=false 0/0
-client: jobStatusByUniqueKey php_job_status_running.u-2: known=true running=false 0/0
-client: jobStatus H3: known=true running=false 0/0
-client: jobStatusByUniqueKey php_job_status_running.u-3: known=true running=false 0/0
-worker: JOB_ASSIGN "H2" "php_job_status_running.f" "bg-doHighBackground"
+worker: JOB_ASSIGN "H1" "php_job_status_running.f" "data"
+client: jobStatus H1: known=true running=true 0/0
+client: jobStatusByUniqueKey php_job_status_running.u: known=true running=true 0/0
 worker: ECHO_RES "status sent"
-client: jobStatus H2: known=true running=true 3/7
-client: jobStatusByUniqueKey php_job_status_running.u-2: known=true running=true 3/7
+client: jobStatus H1: known=true running=true 3/7
+client: jobStatusByUniqueKey php_job_status_running.u: known=true running=true 3/7
 worker: ECHO_RES "complete sent"
-client: jobStatus H2: known=false running=false 0/0
-client: jobStatusByUniqueKey php_job_status_running.u-2: known=false running=false 0/0`,
+client: jobStatus H1: known=false running=false 0/0
+client: jobStatusByUniqueKey php_job_status_running.u: known=false running=false 0/0`,
 		},
 		scenario{
 			name:  "php_worker_timeout_requeue",
@@ -285,8 +280,8 @@ slow worker: worker done: ping false`,
 				e.logResult("client", e.php("php_client.php", e.Target.Addr, "bg_unique", f, strings.Repeat("v", 63)), false)
 			},
 			want: `
-client: doBackground: H1 rc=SUCCESS error=GEARMAN_UNKNOWN_STATE
-client: doBackground: H2 rc=SUCCESS error=GEARMAN_UNKNOWN_STATE`,
+client: doBackground: H1 rc=SUCCESS
+client: doBackground: H2 rc=SUCCESS`,
 		},
 		scenario{
 			name:  "php_coalesce_two_clients",

@@ -111,7 +111,10 @@ switch ($mode) {
 
     case 'bg_unique':
         $hd = $c->doBackground($fn, 'data', $args[0]);
-        printf("doBackground: %s rc=%s error=%s\n", h($hd), rc($c->returnCode()), $c->error());
+        printf("doBackground: %s rc=%s\n", h($hd), rc($c->returnCode()));
+        if ($c->returnCode() !== GEARMAN_SUCCESS) {
+            printf("error: %s\n", $c->error());
+        }
         break;
 
     case 'status':
