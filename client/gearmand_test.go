@@ -495,3 +495,45 @@ func TestTimeoutRequeue(t *testing.T) {
 		t.Fatalf("worker dialed %d times, want 1", n)
 	}
 }
+
+// TestCoalescedOnOneConnection: two foreground submissions with the same
+// unique on one connection share a job handle, and both get the result.
+func TestCoalescedOnOneConnection(t *testing.T) {
+	addr := gearmand(t)
+	f := fn(t, "once")
+	c := newClient(t, client.Config{Addr: addr})
+	ctx := timeout(t)
+	a, err := c.Submit(ctx, client.Job{Function: f, Unique: "same", Data: []byte("first")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Submit(ctx, client.Job{Function: f, Unique: "same", Data: []byte("second")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-a.Created()
+	<-b.Created()
+	if a.Handle() != b.Handle() {
+		t.Fatalf("handles %q and %q", a.Handle(), b.Handle())
+	}
+	var mu sync.Mutex
+	runs := 0
+	startWorker(t, newWorker(t, client.Config{Addr: addr}, map[string]client.JobHandler{
+		f: func(_ context.Context, j *client.WorkerJob) ([]byte, error) {
+			mu.Lock()
+			runs++
+			mu.Unlock()
+			return j.Data, nil
+		},
+	}))
+	for _, task := range []*client.Task{a, b} {
+		if got, err := task.Wait(ctx); err != nil || string(got) != "first" {
+			t.Fatalf("got %q, %v", got, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Fatalf("ran %d times", runs)
+	}
+}
