@@ -750,6 +750,39 @@ client: raw_maxqueue.f	2	1	1
 client: .`,
 		},
 		scenario{
+			name: "raw_maxqueue_per_priority",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.SendLine("create function " + f)
+				c.recv()
+				c.SendLine("maxqueue " + f + " 3 2 1")
+				c.recv()
+				c.Write(pipeline(
+					Packet(P.SubmitJobLowBg, f, "", "low1"),
+					Packet(P.SubmitJobLowBg, f, "", "low2"),
+					Packet(P.SubmitJobBg, f, "", "normal1"),
+					Packet(P.SubmitJobBg, f, "", "normal2"),
+					Packet(P.SubmitJobHighBg, f, "", "high1"),
+					Packet(P.SubmitJobHighBg, f, "", "high2"),
+				))
+				c.recvN(6)
+				c.SendLine("prioritystatus")
+				c.list()
+			},
+			want: `
+client: OK
+client: OK
+client: JOB_CREATED "H1"
+client: ERROR "QUEUE_ERROR" "Job queue is full"
+client: JOB_CREATED "H2"
+client: ERROR "QUEUE_ERROR" "Job queue is full"
+client: JOB_CREATED "H3"
+client: ERROR "QUEUE_ERROR" "Job queue is full"
+client: raw_maxqueue_per_priority.f	1	1	1	0
+client: .`,
+		},
+		scenario{
 			name: "raw_maxqueue_before_function_exists",
 			run: func(e *env) {
 				f := e.fn("f")
