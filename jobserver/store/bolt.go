@@ -202,6 +202,7 @@ type Bolt struct {
 	broken    error     // a log write or sync failed: nothing more is taken
 	clean     bool      // everything reached bbolt before the committer ended
 
+	nextLog  *logFile        // the next log, made ready by the last checkpoint
 	ckptReq  chan chan error // Load asks for everything to be in bbolt
 	ckptDone chan ckptResult // from the checkpoint goroutine
 
@@ -273,7 +274,7 @@ func Open(dir string, opts Options) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store %s: write pid file: %w", path, err)
 	}
-	if b.wal, err = createWAL(dir, b.walGen); err != nil {
+	if b.wal, err = createWAL(dir, b.walGen, initialLogSize); err != nil {
 		_ = db.Close()
 		removePidFile(b.pidPath)
 		return nil, fmt.Errorf("store %s: create write-ahead log: %w", path, unwrapPath(err))
@@ -480,11 +481,16 @@ func (b *Bolt) SetRetries(id uint64, retries uint32) error {
 	return err
 }
 
+// initialLogSize is how much of the first log is preallocated; later logs
+// get about the size their predecessor needed.
+const initialLogSize = 4 << 20
+
 // ckptResult is what the checkpoint goroutine reports back.
 type ckptResult struct {
-	ops  []op
-	gens []uint64
-	err  error
+	ops   []op
+	gens  []uint64
+	err   error
+	spare *logFile // the next log, or nil
 }
 
 // run is the committer: the only goroutine that writes the log, and the
@@ -494,9 +500,10 @@ type ckptResult struct {
 func (b *Bolt) run() {
 	defer close(b.stopped)
 	var (
-		busy    bool         // a checkpoint is running
-		waiters []chan error // Load calls waiting for everything in bbolt
-		timer   = time.NewTimer(time.Hour)
+		busy     bool         // a checkpoint is running
+		waiters  []chan error // Load calls waiting for everything in bbolt
+		lastSize int64        // bytes the previous log held
+		timer    = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
 	b.lastSync, b.ckptSince = time.Now(), time.Now()
@@ -526,6 +533,7 @@ func (b *Bolt) run() {
 		}
 		if !busy && len(b.ckptOps) > 0 && b.broken == nil &&
 			(closing || len(waiters) > 0 || b.walSize >= b.opts.CheckpointBytes || now.Sub(b.ckptSince) >= b.opts.CheckpointInterval) {
+			lastSize = b.walSize
 			if err := b.rotate(); err != nil {
 				b.log.Error("checkpoint: cannot start a new write-ahead log", "err", err)
 				b.ckptSince = now // try again after an interval
@@ -540,7 +548,23 @@ func (b *Bolt) run() {
 				busy = true
 				ops, gens := b.ckptOps, b.ckptGens
 				b.ckptOps, b.ckptGens, b.ckptSince = nil, nil, now
-				go func() { b.ckptDone <- ckptResult{ops: ops, gens: gens, err: b.checkpoint(ops, gens)} }()
+				// The checkpoint also prepares the log after the one
+				// just started, sized as the last one was used, so that
+				// the next rotation does not write zeros while
+				// submitters wait.
+				next, size := b.walGen+1, max(initialLogSize/4, 2*lastSize)
+				if closing {
+					size = 0
+				}
+				go func() {
+					r := ckptResult{ops: ops, gens: gens, err: b.checkpoint(ops, gens)}
+					if r.err == nil && size > 0 {
+						if f, err := createWAL(b.dir, next, size); err == nil {
+							r.spare = &logFile{f: f, gen: next}
+						}
+					}
+					b.ckptDone <- r
+				}()
 			}
 		}
 		if !busy && len(b.ckptOps) == 0 {
@@ -583,6 +607,7 @@ func (b *Bolt) run() {
 			waiters = append(waiters, w)
 		case r := <-b.ckptDone:
 			busy = false
+			b.nextLog = r.spare
 			if r.err != nil {
 				// The changes are still in their logs: keep them, in
 				// order, for the next try.
@@ -621,7 +646,8 @@ func (b *Bolt) write(ops []op, g *group) {
 	err := b.broken
 	if err == nil {
 		b.walBuf = appendFrame(b.walBuf[:0], ops)
-		if _, err = b.wal.Write(b.walBuf); err == nil {
+		// WriteAt: the file is preallocated, its size is not the end.
+		if _, err = b.wal.WriteAt(b.walBuf, b.walSize); err == nil {
 			b.unsynced = true
 			if b.opts.Sync == SyncAlways {
 				err = b.syncLog()
@@ -696,9 +722,14 @@ func (b *Bolt) rotate() error {
 			return err
 		}
 	}
-	f, err := createWAL(b.dir, b.walGen+1)
-	if err != nil {
-		return err
+	var f *os.File
+	if sp := b.nextLog; sp != nil && sp.gen == b.walGen+1 {
+		f, b.nextLog = sp.f, nil
+	} else {
+		var err error
+		if f, err = createWAL(b.dir, b.walGen+1, initialLogSize/4); err != nil {
+			return err
+		}
 	}
 	if err := b.wal.Close(); err != nil {
 		b.log.Warn("closing a write-ahead log", "err", err)
@@ -947,6 +978,11 @@ func (b *Bolt) close() {
 	var errs []error
 	if err := b.wal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store %s: close write-ahead log: %w", b.path, err))
+	}
+	if b.nextLog != nil {
+		// Never written to: nothing in it to keep.
+		b.nextLog.f.Close()
+		os.Remove(walPath(b.dir, b.nextLog.gen))
 	}
 	if b.clean {
 		// Everything is in bbolt: the empty log would only be replayed.

@@ -191,6 +191,11 @@ func readWAL(path string) (ops []op, ignored int64, err error) {
 		}
 		p = p[frameHeader+int(l):]
 	}
+	// The log is preallocated with zeros: only bytes that are not zero
+	// are a torn frame.
+	if bytes.IndexFunc(p, func(r rune) bool { return r != 0 }) < 0 {
+		return ops, 0, nil
+	}
 	return ops, int64(len(p)), nil
 }
 
@@ -205,15 +210,23 @@ func syncDir(dir string) error {
 }
 
 // createWAL creates the log of generation gen, its header durable and its
-// directory entry too, so that what is appended to it can be trusted to be
-// found after a crash.
-func createWAL(dir string, gen uint64) (*os.File, error) {
+// directory entry too, so that what is written to it can be trusted to be
+// found after a crash. The file is filled with zeros to size bytes: a sync
+// after overwriting blocks that exist flushes only them, where a sync after
+// an append must also journal the new size and blocks (measured here: half
+// the time or less). Replay reads the zeros as the end of the log.
+func createWAL(dir string, gen uint64, size int64) (*os.File, error) {
 	path := walPath(dir, gen)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := f.Write(walMagic[:]); err == nil {
+	_, err = f.Write(walMagic[:])
+	zeros := make([]byte, 1<<20)
+	for off := int64(walHeaderSize); err == nil && off < size; off += int64(len(zeros)) {
+		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off)
+	}
+	if err == nil {
 		err = fdatasync(f)
 	}
 	if err == nil {
@@ -225,4 +238,10 @@ func createWAL(dir string, gen uint64) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// logFile is an open log that nothing is written to yet.
+type logFile struct {
+	f   *os.File
+	gen uint64
 }
