@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gearproxy/gearproxy/protocol"
 	"github.com/xdg-go/scram"
@@ -594,4 +595,58 @@ func TestHelpers(t *testing.T) {
 	if !slices.Equal(strings.Fields(string(AppendTextPermissionDenied(nil, "show jobs")))[:2], []string{"ERR", CodePermissionDenied}) {
 		t.Fatal("text denial")
 	}
+}
+
+// TestFailureTimingIndistinguishable is the loose statistical check: with
+// the real clock and the real delay, the median time of a failed PLAIN
+// login is the same for an unknown user as for a wrong password. Both are
+// padded to FailureDelay from the packet's arrival, so the medians sit
+// near 100 ms; the bound is wide enough that scheduling noise on a busy
+// machine cannot fail it, and narrow enough that a skipped delay (or a
+// skipped key derivation dwarfed by it) would.
+func TestFailureTimingIndistinguishable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about 3 s")
+	}
+	us, err := NewUsers(saslUsers(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAuthenticator(Options{Users: NewUserStore(us), SourceFailures: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.Listener(ListenerConfig{Mechanisms: []string{MechPlain}, MaxAuthFailures: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.NewConversation(ConnInfo{Remote: testAddr, TLS: connState(nil)})
+	var wrong, unknown []time.Duration
+	for i := 0; i < 15; i++ {
+		for _, user := range []string{"alice", "mallory"} {
+			t0 := time.Now()
+			r := c.Handle(context.Background(), start(MechPlain, "\x00"+user+"\x00not-it"))
+			d := time.Since(t0)
+			if errorCode(t, r.Packet) != CodeAuthFailed {
+				t.Fatalf("got %q", r.Packet)
+			}
+			if user == "alice" {
+				wrong = append(wrong, d)
+			} else {
+				unknown = append(unknown, d)
+			}
+		}
+	}
+	median := func(ds []time.Duration) time.Duration {
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	mw, mu := median(wrong), median(unknown)
+	if mw < DefaultFailureDelay || mu < DefaultFailureDelay {
+		t.Fatalf("failures not slowed: medians %v (wrong password), %v (unknown user)", mw, mu)
+	}
+	if ratio := float64(mw) / float64(mu); ratio < 0.6 || ratio > 1.67 {
+		t.Fatalf("medians differ: %v (wrong password) vs %v (unknown user)", mw, mu)
+	}
+	t.Logf("median failure time: wrong password %v, unknown user %v", mw, mu)
 }
