@@ -1124,6 +1124,40 @@ client: JOB_CREATED "H1"
 worker: JOB_ASSIGN_UNIQ "H1" "raw_past_epoch.f" "" "epoch in the past"`,
 		},
 		scenario{
+			name: "raw_fg_client_gone_while_queued",
+			run: func(e *env) {
+				f, u := e.fn("f"), e.fn("u")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, u, "abandoned")
+				h := c.handle()
+				c.Send(P.SubmitJob, f, "", "kept")
+				c.handle()
+				bg := e.dial("bg")
+				bg.Send(P.SubmitJobBg, f, "", "background")
+				bg.handle()
+				c.Close()
+				e.waitClients(u, 0)
+				s := e.dial("status")
+				s.Send(P.GetStatus, h)
+				s.recv()
+				w := e.worker("worker", f)
+				for i := 0; i < 2; i++ {
+					w.Send(P.GrabJobUniq)
+					w.recv()
+				}
+				s.Send(P.GetStatus, h)
+				s.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+bg: JOB_CREATED "H3"
+status: STATUS_RES "H1" "1" "0" "0" "0"
+worker: JOB_ASSIGN_UNIQ "H3" "raw_fg_client_gone_while_queued.f" "" "background"
+worker: NO_JOB
+status: STATUS_RES "H1" "0" "0" "0" "0"`,
+		},
+		scenario{
 			name: "raw_fg_client_gone_while_running",
 			run: func(e *env) {
 				f := e.fn("f")
