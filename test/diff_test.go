@@ -17,6 +17,17 @@ import (
 // against every Target and expected to give the same transcript, except
 // where gearproxy deliberately does better than gearmand; those scenarios
 // say so with gearproxyWants and why.
+//
+// Run it:
+//
+//	go test -race -run TestDiff ./test/                  # gearmand and gearproxy server
+//	go test -run 'TestDiff/raw_' ./test/                 # the raw-packet scenarios only
+//	DIFF_TARGETS=gearmand DIFF_PRINT=1 go test -run TestDiff/php_do ./test/
+//
+// DIFF_TARGETS picks the servers (gearmand, gearproxy; both by default) and
+// DIFF_PRINT=1 logs every transcript, the way to write a new want: run it
+// against gearmand, check the transcript against gearman-reference.md, and
+// paste it. GEARPROXY_BIN runs a prebuilt binary instead of building one.
 
 // Flavor says which expectations a target is held to.
 type Flavor int
