@@ -259,7 +259,8 @@ type JobStatus struct {
 // first use and reopened (with backoff) after it breaks. It is safe for
 // concurrent use; any number of tasks may be in flight.
 type Client struct {
-	cfg Config
+	cfg     Config
+	servers *servers
 
 	dialMu sync.Mutex // one dial at a time
 	mu     sync.Mutex
@@ -275,7 +276,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, bo: backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}}, nil
+	return &Client{cfg: cfg, servers: newServers(cfg.Addr), bo: backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}}, nil
 }
 
 // Dial returns a Client connected (and authenticated) now.
@@ -351,7 +352,7 @@ func (c *Client) live() (*clientConn, error) {
 }
 
 func (c *Client) connect(ctx context.Context) (*clientConn, error) {
-	nc, r, w, err := dial(ctx, c.cfg)
+	nc, r, w, err := dial(ctx, c.cfg, c.servers)
 	if err != nil {
 		return nil, err
 	}

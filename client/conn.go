@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gearproxy/gearproxy/protocol"
@@ -35,10 +38,15 @@ var ErrConnectionLost = errors.New("connection to the job server lost")
 // Config says where and how to connect. The zero value of every field but
 // Addr is usable.
 type Config struct {
-	// Addr is the server's host:port.
+	// Addr is the server's host:port. Several, separated by commas, are
+	// tried in turn: a client stays on the one that last worked and moves
+	// to the next when it fails (several gearproxy instances without a
+	// balancer in front). Independent gearmand servers are not
+	// interchangeable that way: a worker must serve each of them, so run
+	// one Worker per server.
 	Addr string
 	// TLS enables TLS with this configuration; nil speaks plaintext. When
-	// ServerName is empty it is taken from Addr.
+	// ServerName is empty it is the host of the address dialed.
 	TLS *tls.Config
 	// Credentials enable SASL authentication; nil skips it (a plain
 	// gearmand, or a gearproxy listener that accepts the client
@@ -68,8 +76,13 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.Addr == "" {
+	if strings.TrimSpace(c.Addr) == "" {
 		return c, errors.New("client: Config.Addr is required")
+	}
+	for _, a := range splitAddrs(c.Addr) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c, fmt.Errorf("client: Addr %q: %w", a, err)
+		}
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = DefaultDialTimeout
@@ -93,31 +106,85 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.TLS != nil && c.TLS.ServerName == "" {
-		host, _, err := net.SplitHostPort(c.Addr)
-		if err != nil {
-			return c, fmt.Errorf("client: Addr %q: %w", c.Addr, err)
-		}
-		c.TLS = c.TLS.Clone()
-		c.TLS.ServerName = host
-	}
 	return c, nil
 }
 
-// dial connects, does the TLS handshake and authenticates, all within
-// DialTimeout.
-func dial(ctx context.Context, cfg Config) (net.Conn, *protocol.Reader, *protocol.Writer, error) {
+func splitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// servers is the rotation over Config.Addr: each dial starts at the
+// address that last worked, so a client sticks to a healthy server and
+// moves on only when it fails.
+type servers struct {
+	mu    sync.Mutex
+	addrs []string
+	good  int
+}
+
+func newServers(addr string) *servers { return &servers{addrs: splitAddrs(addr)} }
+
+// order returns the addresses to try, the last good one first.
+func (s *servers) order() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(slices.Clone(s.addrs[s.good:]), s.addrs[:s.good]...)
+}
+
+func (s *servers) worked(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := slices.Index(s.addrs, addr); i >= 0 {
+		s.good = i
+	}
+}
+
+// dial tries each server in turn and returns the first connection that is
+// established, TLS-protected and authenticated. An authentication refusal
+// ends the attempt at once: another instance with the same users would
+// refuse too, and trying them all would only spend the failure budget.
+func dial(ctx context.Context, cfg Config, srv *servers) (net.Conn, *protocol.Reader, *protocol.Writer, error) {
+	var errs []error
+	for _, addr := range srv.order() {
+		nc, r, w, err := dialOne(ctx, cfg, addr)
+		if err == nil {
+			srv.worked(addr)
+			return nc, r, w, nil
+		}
+		if isAuthError(err) || ctx.Err() != nil {
+			return nil, nil, nil, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, nil, nil, errors.Join(errs...)
+}
+
+// dialOne connects to one server, does the TLS handshake and
+// authenticates, all within DialTimeout.
+func dialOne(ctx context.Context, cfg Config, addr string) (net.Conn, *protocol.Reader, *protocol.Writer, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	nc, err := cfg.Dial(ctx, "tcp", cfg.Addr)
+	nc, err := cfg.Dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dial %s: %w", cfg.Addr, err)
+		return nil, nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if cfg.TLS != nil {
-		tc := tls.Client(nc, cfg.TLS)
+		tcfg := cfg.TLS
+		if tcfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			tcfg = tcfg.Clone()
+			tcfg.ServerName = host
+		}
+		tc := tls.Client(nc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, nil, nil, fmt.Errorf("TLS handshake with %s: %w", cfg.Addr, err)
+			return nil, nil, nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 		}
 		nc = tc
 	}
@@ -135,7 +202,7 @@ func dial(ctx context.Context, cfg Config) (net.Conn, *protocol.Reader, *protoco
 			if ctx.Err() != nil && !isAuthError(err) {
 				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 			}
-			return nil, nil, nil, fmt.Errorf("authenticate to %s: %w", cfg.Addr, err)
+			return nil, nil, nil, fmt.Errorf("authenticate to %s: %w", addr, err)
 		}
 	}
 	if cfg.ClientID != "" {

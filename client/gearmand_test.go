@@ -537,3 +537,45 @@ func TestCoalescedOnOneConnection(t *testing.T) {
 		t.Fatalf("ran %d times", runs)
 	}
 }
+
+// TestFailover: with several addresses the client and the worker skip a
+// dead one and stay on the one that works.
+func TestFailover(t *testing.T) {
+	addr := gearmand(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there now
+	f := fn(t, "f")
+	list := deadAddr + ", " + addr
+	startWorker(t, newWorker(t, client.Config{Addr: list}, map[string]client.JobHandler{
+		f: func(_ context.Context, j *client.WorkerJob) ([]byte, error) { return j.Data, nil },
+	}))
+	dials := &trackingDialer{}
+	c := newClient(t, client.Config{Addr: list, Dial: dials.dial})
+	if got, err := c.Do(timeout(t), client.Job{Function: f, Data: []byte("ok")}); err != nil || string(got) != "ok" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if n := dials.count(); n != 2 {
+		t.Fatalf("%d dials, want 2 (dead, then alive)", n)
+	}
+	dials.cut()
+	// The first call may still meet the cut connection before the reader
+	// has noticed; the next one reconnects.
+	ctx := timeout(t)
+	for {
+		if _, err := c.Echo(ctx, []byte("x")); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := dials.count(); n != 3 {
+		t.Fatalf("%d dials, want 3: the reconnection starts at the address that worked", n)
+	}
+	if _, err := client.New(client.Config{Addr: "no-port"}); err == nil {
+		t.Fatal("address without a port accepted")
+	}
+}

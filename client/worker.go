@@ -80,7 +80,8 @@ type registration struct {
 // Config.Concurrency connections, reconnecting with backoff when one
 // breaks.
 type Worker struct {
-	cfg Config
+	cfg     Config
+	servers *servers
 
 	mu      sync.Mutex
 	funcs   map[string]registration
@@ -93,7 +94,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, funcs: make(map[string]registration)}, nil
+	return &Worker{cfg: cfg, servers: newServers(cfg.Addr), funcs: make(map[string]registration)}, nil
 }
 
 // Register adds a function before Run. A positive timeout is sent with
@@ -159,7 +160,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) serve(ctx context.Context, funcs map[string]registration) error {
 	bo := backoff{min: w.cfg.MinBackoff, max: w.cfg.MaxBackoff}
 	for ctx.Err() == nil {
-		nc, r, wr, err := dial(ctx, w.cfg)
+		nc, r, wr, err := dial(ctx, w.cfg, w.servers)
 		if err == nil {
 			bo.reset()
 			c := &workerConn{nc: nc, r: r, w: wr}
