@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/gearproxy/gearproxy/backend"
@@ -23,8 +25,22 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "configuration file (default: the built-in defaults of config.toml.example)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file until the proxy stops")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "gearproxy run: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "gearproxy run: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "gearproxy run: unexpected argument %q\n", fs.Arg(0))
