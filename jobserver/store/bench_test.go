@@ -129,18 +129,37 @@ func BenchmarkLoad1M(b *testing.B) {
 }
 
 // TestLoadRate prints the recovery rate under -v (same switch as
-// BenchmarkLoad1M): open plus Load, as a restarting server does it.
+// BenchmarkLoad1M): Open plus Load, as a restarting server does it, once
+// from a checkpointed store (a clean stop) and once after a crash that
+// left every job in the write-ahead log.
 func TestLoadRate(t *testing.T) {
 	n := loadBenchSize(t)
-	dir := t.TempDir()
-	s := openT(t, dir, Options{Sync: SyncNone})
-	fill(t, s, n)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	t.Run("checkpointed", func(t *testing.T) {
+		dir := t.TempDir()
+		s := openT(t, dir, Options{Sync: SyncNone})
+		fill(t, s, n)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		measureRecovery(t, dir, n)
+	})
+	t.Run("from the log", func(t *testing.T) {
+		s := openT(t, t.TempDir(), Options{Sync: SyncNone, CheckpointBytes: 1 << 40, CheckpointInterval: time.Hour})
+		fill(t, s, n)
+		measureRecovery(t, crashCopy(t, s), n)
+	})
+}
+
+func measureRecovery(t *testing.T, dir string, n int) {
+	var size int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			size += fi.Size()
+		}
 	}
-	fi, _ := os.Stat(dir + "/" + FileName)
 	start := time.Now()
-	s = openT(t, dir, Options{})
+	s := openT(t, dir, Options{})
 	opened := time.Since(start)
 	count := 0
 	if err := s.Load(func(*Job) error { count++; return nil }); err != nil {
@@ -150,7 +169,7 @@ func TestLoadRate(t *testing.T) {
 	if count != n {
 		t.Fatalf("loaded %d, want %d", count, n)
 	}
-	t.Logf("recovered %d jobs (%d MB file) in %v (open %v): %.0f jobs/s", n, fi.Size()>>20, el, opened, float64(n)/el.Seconds())
+	t.Logf("recovered %d jobs (%d MB of files) in %v (Open %v): %.0f jobs/s", n, size>>20, el, opened, float64(n)/el.Seconds())
 }
 
 func loadBenchSize(t testing.TB) int {

@@ -646,8 +646,10 @@ func (b *Bolt) write(ops []op, g *group) {
 	err := b.broken
 	if err == nil {
 		b.walBuf = appendFrame(b.walBuf[:0], ops)
+		frame := int64(len(b.walBuf))
 		// WriteAt: the file is preallocated, its size is not the end.
 		if _, err = b.wal.WriteAt(b.walBuf, b.walSize); err == nil {
+			b.walSize += frame
 			b.unsynced = true
 			if b.opts.Sync == SyncAlways {
 				err = b.syncLog()
@@ -658,11 +660,10 @@ func (b *Bolt) write(ops []op, g *group) {
 		}
 		err = b.broken
 		if cap(b.walBuf) > 4<<20 {
-			b.walBuf = nil
+			b.walBuf = nil // one burst of big jobs should not pin the memory
 		}
 	}
 	if err == nil {
-		b.walSize += int64(len(b.walBuf))
 		if len(b.ckptOps) == 0 {
 			b.ckptSince = start
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -264,4 +266,46 @@ func logEnd(data []byte) int {
 		end += frameHeader + l
 	}
 	return end
+}
+
+// TestLargeFrameRecovers: one frame of many large jobs (bigger than the
+// buffer the committer keeps) is followed by more frames, and all of them
+// come back after a crash.
+func TestLargeFrameRecovers(t *testing.T) {
+	const big = 40
+	release := make(chan struct{})
+	var once sync.Once
+	opts := noCheckpoint
+	opts.beforeCommit = func(int) { once.Do(func() { <-release }) }
+	s := openT(t, t.TempDir(), opts)
+	var wg sync.WaitGroup
+	wg.Add(big + 1)
+	done := func(err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		wg.Done()
+	}
+	s.AddAsync(&Job{ID: 1, Function: "f"}, done) // held in the first commit
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.pending) == 0 })
+	for id := uint64(2); id < big+2; id++ {
+		s.AddAsync(&Job{ID: id, Function: "f", Data: bytes.Repeat([]byte{byte(id)}, 256<<10)}, done)
+	}
+	close(release) // the 40 jobs of 256 KiB now go out as one 10 MiB frame
+	wg.Wait()
+	for id := uint64(big + 2); id < big+12; id++ {
+		if err := s.Add(&Job{ID: id, Function: "g"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := openT(t, crashCopy(t, s), Options{})
+	got := loadAll(t, r)
+	if len(got) != big+11 {
+		t.Fatalf("recovered %d jobs, want %d", len(got), big+11)
+	}
+	for _, j := range got[1 : big+1] {
+		if len(j.Data) != 256<<10 || j.Data[0] != byte(j.ID) {
+			t.Fatalf("job %d came back with %d bytes", j.ID, len(j.Data))
+		}
+	}
 }
