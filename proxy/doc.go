@@ -1,4 +1,59 @@
 // Package proxy is gearproxy's front end: listeners, the per-connection
 // session (handshake, authentication, serving), client-role and worker-role
 // packet handling over the backend pool, and admin command aggregation.
+//
+// # Sessions
+//
+// A session has one reader goroutine, which reads and dispatches packets in
+// order, and one writer (a protocol.Outbox) that sends whatever is queued in
+// one write. A session that has been quiet for a while gives its 64 KiB read
+// buffer back and waits for its next byte with a one-byte read, so idle
+// connections cost a few KiB. Worker links are opened only when a session
+// first acts as a worker.
+//
+// Every request that gearmand answers (SUBMIT_JOB*, GET_STATUS*, OPTION_REQ,
+// ECHO_REQ, GRAB_JOB*, admin lines) takes a reply slot in arrival order; a
+// reply produced early (by another backend) waits until every earlier slot is
+// answered, because libgearman pairs JOB_CREATED and ERROR with its submits
+// by order alone. Packets that answer nothing (WORK_*, NOOP) are sent at once
+// unless replies are owed, in which case they queue behind them, so that no
+// WORK_* can overtake its job's JOB_CREATED.
+//
+// # Client role
+//
+// A submit goes to the backend the router picks (rendezvous hash of function
+// and unique over healthy backends, least loaded for an empty unique) over one
+// of its shared links. Foreground submits of the same (function, unique) are
+// coalesced in the proxy onto one backend submit: a shared link attached twice
+// to a job would receive its results twice. WORK_* from a backend are fanned
+// out to every session attached to the job, with each session's own handle;
+// WORK_EXCEPTION becomes a clean WORK_FAIL for sessions without the
+// exceptions option. GET_STATUS is routed by the handle; GET_STATUS_UNIQUE,
+// which names no function, asks every backend. ECHO_REQ and OPTION_REQ are
+// answered by the proxy.
+//
+// # Worker role
+//
+// A worker session holds a link to every healthy backend; CAN_DO*, CANT_DO,
+// RESET_ABILITIES and SET_CLIENT_ID go to all of them and are replayed on a
+// backend that comes back. PRE_SLEEP goes to all; the first NOOP back wakes
+// the worker and later ones only mark their backend as having work. A grab
+// asks the backends that signalled work first, in the order they did, then
+// the others in rotation, and answers the worker exactly once; a backend that
+// answers NO_JOB is put back to sleep at once so it signals new work. WORK_*
+// from the worker go to the backend its handle names.
+//
+// # Identity
+//
+// Each listener has an Authenticator that yields an Identity before the
+// session serves anything; FixedUser is the listener that does not
+// authenticate. The identity's user is bound into every handle the session
+// is given (see router.Codec), and its Access decides submit, work and admin
+// for users who are not superusers.
+//
+// # Failure
+//
+// When a backend goes down it leaves routing at once; submits not yet
+// answered get ERROR, and every foreground job attached there gets WORK_FAIL.
+// Workers keep their links to the other backends.
 package proxy
