@@ -30,9 +30,9 @@ func (s *session) admin(p *protocol.Packet) {
 	}
 	cmd := strings.ToLower(args[0])
 	seq := s.reserve()
-	if !s.ident.Allow(Admin, []byte(cmd)) {
+	if name := adminName(args); !s.ident.Allow(Admin, []byte(name)) {
 		s.fill(seq, func(dst []byte) []byte {
-			return protocol.AppendTextError(dst, "PERMISSION_DENIED", "admin command "+cmd+" is not allowed")
+			return protocol.AppendTextError(dst, "PERMISSION_DENIED", "admin command "+name+" is not allowed")
 		})
 		return
 	}
@@ -42,6 +42,20 @@ func (s *session) admin(p *protocol.Packet) {
 		out := s.srv.adminReply(ctx, s, cmd, args)
 		s.fill(seq, func(dst []byte) []byte { return append(dst, out...) })
 	}()
+}
+
+// adminName is the command as ACLs name it: lower case, with the second
+// word of two-word commands ("show jobs", "show unique jobs", "cancel job",
+// "create function", "drop function").
+func adminName(args []string) string {
+	name := strings.ToLower(args[0])
+	switch {
+	case name == "show" && len(args) >= 3 && strings.EqualFold(args[1], "unique"):
+		return "show unique " + strings.ToLower(args[2])
+	case (name == "show" || name == "cancel" || name == "create" || name == "drop") && len(args) >= 2:
+		return name + " " + strings.ToLower(args[1])
+	}
+	return name
 }
 
 func (srv *Server) adminReply(ctx context.Context, s *session, cmd string, args []string) []byte {
