@@ -32,7 +32,7 @@ type replySlot struct {
 type conn struct {
 	s    *Server
 	nc   net.Conn
-	out  *protocol.Outbox
+	out  *outbox
 	id   int // the fd where there is one, as gearmand's "workers" shows
 	host string
 
@@ -55,7 +55,7 @@ type conn struct {
 
 func (s *Server) serveConn(nc net.Conn) {
 	c := &conn{s: s, nc: nc, host: hostOf(nc.RemoteAddr())}
-	c.out = protocol.NewOutbox(nc, s.opts.OutboxLimit)
+	c.out = newOutbox(nc, s.opts.OutboxLimit)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -83,7 +83,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		if err := c.out.Run(); err != nil {
+		if err := c.out.run(); err != nil {
 			if errors.Is(err, protocol.ErrOutboxFull) {
 				s.log.Warn("connection closed: peer is not reading its replies", "remote", nc.RemoteAddr().String())
 			}
@@ -101,7 +101,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	// Let the writer send what is queued (an ERROR naming why we close),
 	// but never wait on a peer that does not read.
 	nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	c.out.Close()
+	c.out.close()
 	<-writerDone
 	nc.Close()
 }
@@ -144,7 +144,13 @@ func (c *conn) readLoop() {
 	first := true
 	var p protocol.Packet
 	for {
+		if r.Buffered() == 0 {
+			// Every request read so far is handled: send the replies
+			// from here, before waiting for more.
+			c.out.flush()
+		}
 		err := r.Read(&p)
+		c.out.begin()
 		if err != nil {
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ func runServer(args []string, _ io.Writer, stderr io.Writer) int {
 	maxConns := fs.Int("max-connections", 0, "refuse connections beyond `N` (0 = unlimited)")
 	idle := fs.Duration("idle-timeout", time.Minute, "close connections that send nothing within this `duration` (0 = never)")
 	verbose := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server to `file` until it stops")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -51,6 +53,19 @@ func runServer(args []string, _ io.Writer, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Error("cannot write the CPU profile", "err", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Error("cannot start the CPU profile", "err", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	opts := jobserver.Options{
 		HandlePrefix:   *prefix,
