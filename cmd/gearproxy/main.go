@@ -23,6 +23,7 @@ func commands() map[string]command {
 		"bench":   {"load-test a Gearman server and verify every result", runBench},
 		"version": {"print the version", runVersion},
 		"passwd":  {"print a SCRAM-SHA-256 verifier for a user's password", runPasswd},
+		"connect": {"relay local plain Gearman clients to a TLS + SASL gearproxy", runConnect},
 	}
 }
 
