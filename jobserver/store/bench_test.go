@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -130,8 +132,9 @@ func BenchmarkLoad1M(b *testing.B) {
 
 // TestLoadRate prints the recovery rate under -v (same switch as
 // BenchmarkLoad1M): Open plus Load, as a restarting server does it, once
-// from a checkpointed store (a clean stop) and once after a crash that
-// left every job in the write-ahead log.
+// from a checkpointed store (a clean stop), after a crash with the
+// default checkpoints, and after a crash that left every job in the log
+// (the worst case, which default checkpoints never reach).
 func TestLoadRate(t *testing.T) {
 	n := loadBenchSize(t)
 	t.Run("checkpointed", func(t *testing.T) {
@@ -143,11 +146,52 @@ func TestLoadRate(t *testing.T) {
 		}
 		measureRecovery(t, dir, n)
 	})
-	t.Run("from the log", func(t *testing.T) {
+	t.Run("after SIGKILL", func(t *testing.T) {
+		// Default checkpoints: what a crash under load leaves, bbolt
+		// plus up to about two CheckpointBytes of log. A child process
+		// fills the store and is killed the moment its last Add returns.
+		dir := t.TempDir()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFillHelperProcess$")
+		cmd.Env = append(os.Environ(), fillHelperEnv+"="+dir, fmt.Sprintf("GEARPROXY_BENCH_LOAD=%d", n))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		cmd.Process.Kill()
+		cmd.Wait()
+		if line != "filled\n" {
+			t.Fatalf("helper said %q, %v", line, err)
+		}
+		measureRecovery(t, dir, n)
+	})
+	t.Run("all in the log", func(t *testing.T) {
 		s := openT(t, t.TempDir(), Options{Sync: SyncNone, CheckpointBytes: 1 << 40, CheckpointInterval: time.Hour})
 		fill(t, s, n)
 		measureRecovery(t, crashCopy(t, s), n)
 	})
+}
+
+// fillHelperEnv makes the test binary, run as a child, fill a store in the
+// directory it names and say "filled" (then wait to be killed).
+const fillHelperEnv = "GEARPROXY_STORE_FILL_HELPER_DIR"
+
+func TestFillHelperProcess(t *testing.T) {
+	dir := os.Getenv(fillHelperEnv)
+	if dir == "" {
+		t.Skip("runs only as the child of TestLoadRate")
+	}
+	s, err := Open(dir, Options{Sync: SyncNone})
+	if err != nil {
+		fmt.Println("open failed:", err)
+		os.Exit(1)
+	}
+	fill(t, s, loadBenchSize(t))
+	fmt.Println("filled")
+	select {}
 }
 
 func measureRecovery(t *testing.T, dir string, n int) {

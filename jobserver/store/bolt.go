@@ -508,6 +508,20 @@ func (b *Bolt) run() {
 	defer timer.Stop()
 	b.lastSync, b.ckptSince = time.Now(), time.Now()
 	for {
+		if busy && b.walSize >= b.opts.CheckpointBytes {
+			// The checkpoint is behind the submitters: wait for it
+			// before writing more, so that the logs a crash leaves, and
+			// the replay at Open, stay within about two CheckpointBytes.
+			busy = false
+			if !b.checkpointed(<-b.ckptDone, &waiters) {
+				b.mu.Lock()
+				closing := b.closed
+				b.mu.Unlock()
+				if closing {
+					return
+				}
+			}
+		}
 		b.mu.Lock()
 		ops, g := b.pending, b.group
 		if len(ops) > 0 {
@@ -607,22 +621,8 @@ func (b *Bolt) run() {
 			waiters = append(waiters, w)
 		case r := <-b.ckptDone:
 			busy = false
-			b.nextLog = r.spare
-			if r.err != nil {
-				// The changes are still in their logs: keep them, in
-				// order, for the next try.
-				b.log.Error("checkpoint failed; the write-ahead log keeps the jobs", "err", r.err)
-				b.ckptOps = append(r.ops, b.ckptOps...)
-				b.ckptGens = append(r.gens, b.ckptGens...)
-				for _, w := range waiters {
-					w <- r.err
-				}
-				waiters = nil
-				if closing {
-					return
-				}
-			} else {
-				b.ckpts.Add(1)
+			if !b.checkpointed(r, &waiters) && closing {
+				return
 			}
 		}
 		if !timer.Stop() {
@@ -632,6 +632,25 @@ func (b *Bolt) run() {
 			}
 		}
 	}
+}
+
+// checkpointed takes the result of a checkpoint and reports whether it
+// succeeded. A failed one leaves its changes in their logs; they are kept,
+// in order, for the next try, and Load calls waiting on it get the error.
+func (b *Bolt) checkpointed(r ckptResult, waiters *[]chan error) bool {
+	b.nextLog = r.spare
+	if r.err == nil {
+		b.ckpts.Add(1)
+		return true
+	}
+	b.log.Error("checkpoint failed; the write-ahead log keeps the jobs", "err", r.err)
+	b.ckptOps = append(r.ops, b.ckptOps...)
+	b.ckptGens = append(r.gens, b.ckptGens...)
+	for _, w := range *waiters {
+		w <- r.err
+	}
+	*waiters = nil
+	return false
 }
 
 // write appends ops to the log as one frame, syncs it with SyncAlways, and
