@@ -1,0 +1,18 @@
+// Package schedule makes Gearman a cron replacement: it submits a
+// background job at every firing of a cron expression (the `[[schedule]]`
+// tables of the config).
+//
+// Several gearproxy instances usually run the same config. Each one
+// submits every firing, with the unique "sched:<name>:<firing time>";
+// the proxy routes by unique, so all those submissions reach one backend,
+// which coalesces them into a single job as long as it is still queued or
+// running when the others arrive. Instances whose clocks agree submit
+// within milliseconds of each other, long before a typical job ends. A
+// job that finishes faster than the clocks of the instances differ can
+// run more than once: keep clocks in sync (NTP), or make such jobs
+// idempotent.
+//
+// Cron expressions are parsed here (Parse) rather than shared with the
+// job server's SUBMIT_JOB_SCHED parser: that one is private to jobserver/
+// and knows neither names, macros nor a seconds field.
+package schedule
