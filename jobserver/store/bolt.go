@@ -67,9 +67,8 @@ type Options struct {
 	// before it fails with a *LockedError. Zero means DefaultLockTimeout.
 	LockTimeout time.Duration
 	// MaxPending bounds the operations queued for the next commit; past it
-	// Add, AddAsync and Remove wait for the committer. It bounds memory
-	// when the disk is slower than the submitters. Zero means
-	// DefaultMaxPending.
+	// Add and AddAsync wait for the committer. It bounds memory when the
+	// disk is slower than the submitters. Zero means DefaultMaxPending.
 	MaxPending int
 	// Logger receives commit failures and the recovery summary. Nil
 	// discards them.
@@ -420,11 +419,14 @@ func (b *Bolt) Stats() Stats {
 		Added: b.added.Load(), Removed: b.removed.Load(), CommitTime: time.Duration(b.commitT.Load())}
 }
 
-// enqueue queues o and returns the group it commits with. It waits while
-// MaxPending ops are queued.
+// enqueue queues o and returns the group it commits with. An Add waits
+// while MaxPending ops are queued; removals and retry counts never wait,
+// because a server may well remove a job from the done callback of
+// another, which runs on the committer: waiting there for the committer
+// would never end.
 func (b *Bolt) enqueue(o op) (*group, error) {
 	b.mu.Lock()
-	for len(b.pending) >= b.opts.MaxPending && !b.closed {
+	for o.kind == opAdd && len(b.pending) >= b.opts.MaxPending && !b.closed {
 		b.room.Wait()
 	}
 	if b.closed {

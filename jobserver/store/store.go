@@ -101,7 +101,8 @@ type AsyncAdder interface {
 	// would have made it, with Add's error. Calls to done come in the
 	// order of the AddAsync calls, from a goroutine of the store (or from
 	// AddAsync itself, before it returns, when the store is closed); done
-	// must not block. The store does not keep job after AddAsync returns.
+	// must not block or call Add, but may call Remove and SetRetries. The
+	// store does not keep job after AddAsync returns.
 	AddAsync(job *Job, done func(error))
 }
 

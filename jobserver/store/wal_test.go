@@ -309,3 +309,27 @@ func TestLargeFrameRecovers(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveFromDoneWhileFull: a done callback runs on the committer; a
+// Remove from it must not wait for room in a full queue, or the store
+// deadlocks (the job server removes a job cancelled while it was stored).
+func TestRemoveFromDoneWhileFull(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	opts := Options{MaxPending: 4, beforeCommit: func(int) { once.Do(func() { <-release }) }}
+	s := openT(t, t.TempDir(), opts)
+	removed := make(chan struct{})
+	s.AddAsync(&Job{ID: 1, Function: "f"}, func(error) {
+		s.Remove(1)
+		close(removed)
+	})
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.pending) == 0 })
+	for id := uint64(2); id <= 5; id++ { // fill the queue behind the held commit
+		s.AddAsync(&Job{ID: id, Function: "f"}, func(error) {})
+	}
+	close(release)
+	<-removed
+	if got := ids(loadAll(t, s)); !slices.Equal(got, []uint64{2, 3, 4, 5}) {
+		t.Errorf("jobs %v, want [2 3 4 5]", got)
+	}
+}
