@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,7 +27,8 @@ import (
 // GEARPROXY_CRASH_JOBS (default 50000), GEARMAND_CRASH_JOBS (default 2000:
 // its sqlite queue takes about 2 ms per job), GEARPROXY_CRASH_ROUNDS
 // (default 3) and GEARPROXY_CRASH_SEED (default: the clock) tune it;
-// CRASH_SERVERS=gearproxy (or gearmand-sqlite) runs one side only.
+// CRASH_SERVERS picks servers from gearproxy (-sync always),
+// gearproxy-batch, gearproxy-none and gearmand-sqlite.
 func TestCrashKeepsAcknowledgedJobs(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("GEARPROXY_CRASH_SEED"); v != "" {
@@ -42,9 +44,9 @@ func TestCrashKeepsAcknowledgedJobs(t *testing.T) {
 		rounds []crashCounts
 	}
 	var results []*result
-	servers := envOr("CRASH_SERVERS", "gearproxy,gearmand-sqlite")
+	servers := strings.Split(envOr("CRASH_SERVERS", "gearproxy,gearproxy-batch,gearproxy-none,gearmand-sqlite"), ",")
 	run := func(kind durableServer, jobs int, drain time.Duration, strict bool) {
-		if !strings.Contains(servers, kind.name) {
+		if !slices.Contains(servers, kind.name) {
 			return
 		}
 		r := &result{name: kind.name, jobs: jobs}
@@ -64,6 +66,14 @@ func TestCrashKeepsAcknowledgedJobs(t *testing.T) {
 		})
 	}
 	run(gearproxyDurable(), envInt("GEARPROXY_CRASH_JOBS", 50000), 30*time.Second, true)
+	// The other sync modes write every job to the log before JOB_CREATED
+	// too: they differ only in what an operating-system crash loses, so a
+	// process crash must lose nothing in them either.
+	for _, mode := range []string{"batch", "none"} {
+		kind := gearproxyDurable("-sync", mode)
+		kind.name += "-" + mode
+		run(kind, envInt("GEARPROXY_CRASH_JOBS", 50000), 30*time.Second, true)
+	}
 	run(gearmandSqlite(), envInt("GEARMAND_CRASH_JOBS", 2000), 30*time.Second, false)
 
 	var b strings.Builder
