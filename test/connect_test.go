@@ -1,0 +1,302 @@
+package test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gearproxy/gearproxy/client"
+	"github.com/gearproxy/gearproxy/connect/connecttest"
+)
+
+// connectUser and connectPassword are the SASL user every connect test
+// logs in as; connectCertUser logs in with a client certificate whose
+// common name is connectCertCN.
+const (
+	connectUser     = "alice"
+	connectPassword = "s3cret"
+	connectCertUser = "worker"
+	connectCertCN   = "worker.example"
+)
+
+// connectUpstream starts the TLS + SASL server that `gearproxy connect`
+// talks to, in front of a fresh gearmand. Until the proxy speaks SASL it is
+// a connecttest.Front in this process (auth.Listener.AuthenticateConn,
+// then a byte relay to gearmand). When `gearproxy run` has a TLS + SASL
+// listener, start it here instead (with the same users, the server
+// certificate pki.Issue(t, connecttest.ServerName) and gearmand as its
+// backend) and return its address: no test below changes.
+func connectUpstream(t *testing.T) (connecttest.Upstream, *connecttest.PKI) {
+	t.Helper()
+	gearmand := startGearmand(t)
+	pki := connecttest.NewPKI(t)
+	front := connecttest.StartFront(t, pki, connecttest.FrontOptions{
+		Backend:      gearmand.Addr,
+		Passwords:    map[string]string{connectUser: connectPassword},
+		Certificates: map[string]string{connectCertUser: connectCertCN},
+	})
+	return front.Upstream, pki
+}
+
+// startConnect runs `gearproxy connect` against up with a password (from a
+// -password-file) and extra flags; it listens on a free 127.0.0.1 port.
+func startConnect(t *testing.T, up connecttest.Upstream, password string, extra ...string) *Server {
+	t.Helper()
+	args := []string{"connect", "-listen", "{addr}", "-server", up.Addr, "-server-name", up.ServerName,
+		"-ca", up.CAFile, "-log-level", "debug"}
+	if password != "" {
+		file := filepath.Join(t.TempDir(), "password")
+		if err := os.WriteFile(file, []byte(password+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-user", connectUser, "-password-file", file)
+	}
+	return startServer(t, "connect", gearproxyBinary(t), append(args, extra...)...)
+}
+
+// logLines counts the lines of s's log that contain every one of words.
+func logLines(s *Server, words ...string) int {
+	n := 0
+	for _, line := range strings.Split(s.Log(), "\n") {
+		all := line != ""
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+func wantOutput(t *testing.T, what string, r ToolResult, want string) {
+	t.Helper()
+	if r.Exit != 0 || r.Stdout != want {
+		t.Fatalf("%s:\n%s\nwant stdout:\n%s", what, r, want)
+	}
+}
+
+// TestConnectPHP: a php-gearman worker and a php-gearman client, each
+// through its own `gearproxy connect`, to a TLS + SCRAM server: round
+// trip, background jobs with jobStatus, and gearadmin --status.
+func TestConnectPHP(t *testing.T) {
+	t.Parallel()
+	requirePeer(t, "gearmand", "php", "gearadmin")
+	up, _ := connectUpstream(t)
+	workerSide := startConnect(t, up, connectPassword, "-mechanism", "SCRAM-SHA-256")
+	clientSide := startConnect(t, up, connectPassword)
+
+	worker := startTool(t, nil, "php", testdata("php_worker.php"), workerSide.Addr, "connect.reverse", "reverse", "3")
+	r := runTool(t, 30*time.Second, nil, "php", testdata("php_client.php"), clientSide.Addr, "do", "connect.reverse")
+	wantOutput(t, "php client do", r, "doNormal: 'lamroNod-daolyap' rc=SUCCESS\n"+
+		"doHigh: 'hgiHod-daolyap' rc=SUCCESS\ndoLow: 'woLod-daolyap' rc=SUCCESS\n")
+	if w := worker.Wait(30 * time.Second); w.Exit != 0 {
+		t.Fatalf("php worker:\n%s", w)
+	}
+
+	// Background jobs with no worker yet: queued, known, not running.
+	r = runTool(t, 30*time.Second, nil, "php", testdata("php_client.php"), clientSide.Addr, "background", "connect.bg", "cu")
+	out := regexpHandles(r.Stdout)
+	wantOutput(t, "php client background", ToolResult{Stdout: out, Exit: r.Exit, Stderr: r.Stderr}, ""+
+		"doBackground: <<H>> rc=SUCCESS\ndoHighBackground: <<H>> rc=SUCCESS\ndoLowBackground: <<H>> rc=SUCCESS\n"+
+		"jobStatus <<H>>: known=true running=false 0/0\njobStatusByUniqueKey cu-1: known=true running=false 0/0\n"+
+		"jobStatus <<H>>: known=true running=false 0/0\njobStatusByUniqueKey cu-2: known=true running=false 0/0\n"+
+		"jobStatus <<H>>: known=true running=false 0/0\njobStatusByUniqueKey cu-3: known=true running=false 0/0\n")
+
+	// gearadmin through connect sees them queued.
+	host, port, _ := net.SplitHostPort(clientSide.Addr)
+	r = runTool(t, 30*time.Second, nil, "gearadmin", "-h", host, "-p", port, "--status")
+	if r.Exit != 0 || !strings.Contains(r.Stdout, "connect.bg\t3\t0\t0\n") {
+		t.Fatalf("gearadmin --status through connect:\n%s", r)
+	}
+
+	// A worker drains them through its connect.
+	w := runTool(t, 30*time.Second, nil, "php", testdata("php_worker.php"), workerSide.Addr, "connect.bg", "reverse", "3")
+	if w.Exit != 0 || strings.Count(w.Stdout, "job connect.bg") != 3 {
+		t.Fatalf("php worker of background jobs:\n%s", w)
+	}
+	r = runTool(t, 30*time.Second, nil, "gearadmin", "-h", host, "-p", port, "--status")
+	if r.Exit != 0 || !strings.Contains(r.Stdout, "connect.bg\t0\t0\t0\n") {
+		t.Fatalf("gearadmin --status after the worker:\n%s", r)
+	}
+	for _, s := range []*Server{workerSide, clientSide} {
+		if n := logLines(s, "upstream failed"); n != 0 {
+			t.Fatalf("%s logged failures:\n%s", s.Name, s.Log())
+		}
+		if logLines(s, "relay open", "user=alice") == 0 || logLines(s, "relay closed", "reason=") == 0 {
+			t.Fatalf("%s: no relay open/closed lines:\n%s", s.Name, s.Log())
+		}
+	}
+}
+
+// regexpHandles replaces job handles printed as <<handle>> by <<H>>.
+func regexpHandles(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "<<")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		j := strings.Index(s[i:], ">>")
+		if j < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i] + "<<H>>")
+		s = s[i+j+2:]
+	}
+}
+
+// phpAddServer is what every PHP user runs first: addServer sends
+// OPTION_REQ exceptions and waits for the answer, then a job.
+const phpAddServer = `<?php
+[, $host, $port] = $argv;
+$c = new GearmanClient();
+$c->setTimeout(10000);
+try {
+    $c->addServer($host, (int)$port);
+    $r = $c->doNormal('connect.none', 'x');
+    printf("doNormal: %s rc=%d error=%s\n", var_export($r, true), $c->returnCode(), $c->error());
+} catch (Throwable $e) {
+    printf("%s: %s; error(): %s\n", get_class($e), $e->getMessage(), $c->error());
+}
+`
+
+// TestConnectPHPRefused: a wrong password and an unknown server CA reach
+// the PHP user as a clear error at once (no hang), and the connect log
+// names the cause once however many connections fail.
+func TestConnectPHPRefused(t *testing.T) {
+	t.Parallel()
+	requirePeer(t, "gearmand", "php")
+	up, _ := connectUpstream(t)
+	other := connecttest.NewPKI(t)
+	untrusted := up
+	untrusted.CAFile = other.CAFile
+	tests := []struct {
+		name     string
+		up       connecttest.Upstream
+		password string
+		cause    string // in the connect log
+	}{
+		{"wrong password", up, "wrong", "AUTH_FAILED"},
+		{"unknown server CA", untrusted, connectPassword, "certificate signed by unknown authority"},
+	}
+	script := writePHP(t, phpAddServer)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := startConnect(t, tt.up, tt.password)
+			host, port, _ := net.SplitHostPort(s.Addr)
+			for i := range 3 {
+				r := runTool(t, 30*time.Second, nil, "php", script, host, port)
+				if r.TimedOut || r.Exit != 0 || !strings.Contains(r.Stdout, "Exception") {
+					t.Fatalf("php run %d:\n%s", i, r)
+				}
+				t.Logf("php sees: %s", strings.TrimSpace(r.Stdout))
+			}
+			if n := logLines(s, "upstream failed", tt.cause); n != 1 {
+				t.Fatalf("%d log lines name %q, want 1:\n%s", n, tt.cause, s.Log())
+			}
+		})
+	}
+}
+
+// TestConnectListenLoopbackOnly: a non-loopback listen address is refused
+// unless -listen-insecure says otherwise.
+func TestConnectListenLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	bin := gearproxyBinary(t)
+	password := filepath.Join(t.TempDir(), "password")
+	os.WriteFile(password, []byte("x"), 0o600)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	args := []string{"connect", "-listen", "0.0.0.0:" + port, "-server", "127.0.0.1:1", "-user", "u", "-password-file", password}
+	r := runTool(t, 30*time.Second, nil, bin, args...)
+	if r.Exit != 1 || !strings.Contains(r.Stderr, "not loopback") {
+		t.Fatalf("non-loopback listen:\n%s", r)
+	}
+	s := startServer(t, "connect", bin, append(args[:2:2], append([]string{"{addr}", "-listen-insecure"}, args[3:]...)...)...)
+	if !s.Stop(ioTimeout) {
+		t.Fatalf("-listen-insecure connect did not stop on SIGTERM:\n%s", s.Log())
+	}
+	// A password flag does not exist: it would show in ps.
+	r = runTool(t, 30*time.Second, nil, bin, "connect", "-server", "127.0.0.1:1", "-password", "x")
+	if r.Exit != 2 {
+		t.Fatalf("-password accepted:\n%s", r)
+	}
+}
+
+// TestConnectGoClient: the Go client without TLS or SASL through `gearproxy
+// connect` using each mechanism, to a Go worker connected directly with TLS
+// + SCRAM.
+func TestConnectGoClient(t *testing.T) {
+	t.Parallel()
+	requirePeer(t, "gearmand")
+	up, pki := connectUpstream(t)
+	cert := pki.Issue(t, connectCertCN)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := client.NewWorker(client.Config{Addr: up.Addr,
+		TLS:         &tls.Config{RootCAs: up.Pool, ServerName: up.ServerName},
+		Credentials: &client.Credentials{Mechanism: client.MechSCRAM, Username: connectUser, Password: connectPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Register("connect.go.reverse", 0, func(ctx context.Context, j *client.WorkerJob) ([]byte, error) {
+		b := []byte(string(j.Data))
+		for i, k := 0, len(b)-1; i < k; i, k = i+1, k-1 {
+			b[i], b[k] = b[k], b[i]
+		}
+		return b, nil
+	})
+	go w.Run(ctx)
+	tests := []struct {
+		mechanism string
+		password  string
+		extra     []string
+	}{
+		{"PLAIN", connectPassword, nil},
+		{"SCRAM-SHA-256", connectPassword, nil},
+		{"SCRAM-SHA-256-PLUS", connectPassword, nil},
+		{"EXTERNAL", "", []string{"-cert", cert.CertFile, "-key", cert.KeyFile}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mechanism, func(t *testing.T) {
+			s := startConnect(t, up, tt.password, append([]string{"-mechanism", tt.mechanism}, tt.extra...)...)
+			c, err := client.Dial(ctx, client.Config{Addr: s.Addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			jctx, jcancel := context.WithTimeout(ctx, ioTimeout)
+			defer jcancel()
+			got, err := c.Do(jctx, client.Job{Function: "connect.go.reverse", Data: []byte("through " + tt.mechanism)})
+			if want := reverse("through " + tt.mechanism); err != nil || string(got) != want {
+				t.Fatalf("Do: %q, %v; want %q", got, err, want)
+			}
+			user := connectUser
+			if tt.mechanism == "EXTERNAL" {
+				user = connectCertUser
+			}
+			if logLines(s, "relay open", "user="+user) == 0 {
+				t.Fatalf("no relay open as %s:\n%s", user, s.Log())
+			}
+		})
+	}
+}
+
+func reverse(s string) string {
+	b := []byte(s)
+	for i, k := 0, len(b)-1; i < k; i, k = i+1, k-1 {
+		b[i], b[k] = b[k], b[i]
+	}
+	return string(b)
+}
+
+var _ = fmt.Sprintf
