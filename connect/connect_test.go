@@ -228,9 +228,15 @@ func TestRefusedAnswersFirstRequest(t *testing.T) {
 	f := newFixture(t)
 	_, addr := f.sidecar(t, connect.Config{Credentials: client.Credentials{
 		Mechanism: client.MechSCRAM, Username: "alice", Password: "wrong"}})
-	t.Run("OPTION_REQ like PHP's addServer", func(t *testing.T) {
+	t.Run("PHP's addServer, then a job", func(t *testing.T) {
+		// OPTION_REQ exceptions is accepted: libgearman would hide the
+		// text of an ERROR to it; the job's reply slot carries it.
 		c := dial(t, addr)
 		send(t, c, protocol.OptionReq, "exceptions")
+		if typ, body := recv(t, c); typ != protocol.OptionRes || body != "exceptions" {
+			t.Fatalf("got %v %q", typ, body)
+		}
+		send(t, c, protocol.SubmitJob, "reverse", "", "data")
 		typ, body := recv(t, c)
 		if typ != protocol.Error || !strings.HasPrefix(body, "AUTH_FAILED\x00") || !strings.Contains(body, "alice") {
 			t.Fatalf("got %v %q", typ, body)
@@ -349,7 +355,7 @@ func TestUpstreamDown(t *testing.T) {
 	ln.Close()
 	_, addr := f.sidecar(t, connect.Config{Server: dead, Credentials: alice})
 	c := dial(t, addr)
-	send(t, c, protocol.OptionReq, "exceptions")
+	send(t, c, protocol.OptionReq, "unknown-option")
 	if typ, body := recv(t, c); typ != protocol.Error || !strings.Contains(body, "connection refused") {
 		t.Fatalf("got %v %q", typ, body)
 	}

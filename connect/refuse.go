@@ -1,9 +1,11 @@
 package connect
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/gearproxy/gearproxy/client"
@@ -20,8 +22,12 @@ const CodeUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 // reply is answered with it, waiting ErrorGrace for that request if it has
 // not arrived yet. A request with no reply of its own (CAN_DO,
 // SET_CLIENT_ID, ...) is skipped, so the ERROR is in the reply order
-// libgearman relies on: PHP's addServer, whose OPTION_REQ exceptions gets
-// it, throws with the text.
+// libgearman relies on.
+//
+// OPTION_REQ exceptions is answered OPTION_RES, as any gearmand would:
+// libgearman turns an ERROR to it into "Failed to set exception option"
+// (GEARMAN_INVALID_SERVER_OPTION) and drops the text, whereas an ERROR in
+// place of the next request's reply reaches the PHP user as the cause.
 func (s *Sidecar) refuse(r *relay, pending []byte, localErr error, cause error) {
 	code, text := CodeUpstreamUnavailable, "gearproxy connect: "+cause.Error()
 	var ae *client.AuthError
@@ -34,22 +40,41 @@ func (s *Sidecar) refuse(r *relay, pending []byte, localErr error, cause error) 
 		s.failures.failed(cause.Error())
 	}
 	s.log.Debug("local connection refused", "conn", r.id, "local", r.local.RemoteAddr().String(), "cause", cause)
-	slot, complete := replySlot(pending)
-	if localErr == nil && !complete {
-		pending, slot = s.awaitRequest(r, pending)
-	}
-	var reply []byte
-	switch slot {
-	case slotBinary:
-		reply = protocol.AppendError(nil, code, text)
-	case slotText:
-		reply = protocol.AppendTextError(nil, code, text)
-	default:
-		return
+	if localErr == nil {
+		r.local.SetReadDeadline(time.Now().Add(s.cfg.ErrorGrace))
 	}
 	r.local.SetWriteDeadline(time.Now().Add(s.cfg.ErrorGrace))
-	if _, err := r.local.Write(reply); err != nil {
-		return
+	buf := make([]byte, 4096)
+	for {
+		req := findRequest(pending)
+		if !req.complete {
+			if localErr != nil || len(pending) >= maxEarly {
+				return
+			}
+			n, err := r.local.Read(buf)
+			pending = append(pending, buf[:n]...)
+			localErr = err
+			continue
+		}
+		var reply []byte
+		switch {
+		case req.kind == slotText:
+			reply = protocol.AppendTextError(nil, code, text)
+		case req.kind == slotBinary && req.typ == protocol.OptionReq && strings.EqualFold(string(req.arg), "exceptions"):
+			if _, err := r.local.Write(protocol.AppendPacket(nil, protocol.Res, protocol.OptionRes, req.arg)); err != nil {
+				return
+			}
+			pending = pending[req.end:]
+			continue
+		case req.kind == slotBinary:
+			reply = protocol.AppendError(nil, code, text)
+		default:
+			return
+		}
+		if _, err := r.local.Write(reply); err != nil {
+			return
+		}
+		break
 	}
 	// Half-close and drain what the client still sends: closing with
 	// unread input would send a reset that can discard the ERROR before
@@ -57,25 +82,6 @@ func (s *Sidecar) refuse(r *relay, pending []byte, localErr error, cause error) 
 	closeWrite(r.local)
 	r.local.SetReadDeadline(time.Now().Add(s.cfg.ErrorGrace))
 	io.Copy(io.Discard, io.LimitReader(r.local, 1<<20))
-}
-
-// awaitRequest reads on until the first request that expects a reply has
-// arrived, the peer closes, ErrorGrace passes or maxEarly bytes are held.
-func (s *Sidecar) awaitRequest(r *relay, pending []byte) ([]byte, replyKind) {
-	r.local.SetReadDeadline(time.Now().Add(s.cfg.ErrorGrace))
-	defer r.local.SetReadDeadline(time.Time{})
-	buf := make([]byte, 4096)
-	for len(pending) < maxEarly {
-		n, err := r.local.Read(buf)
-		pending = append(pending, buf[:n]...)
-		if slot, complete := replySlot(pending); complete {
-			return pending, slot
-		}
-		if err != nil {
-			break
-		}
-	}
-	return pending, slotNone
 }
 
 type replyKind int
@@ -99,34 +105,49 @@ func noReply(t protocol.Type) bool {
 	return false
 }
 
-// replySlot scans the local peer's first bytes for the first request that
-// expects a reply. complete is false when more bytes are needed to know.
-// Anything that is not a request (a bad magic) gets no answer.
-func replySlot(b []byte) (replyKind, bool) {
-	for len(b) > 0 {
-		if b[0] != 0 {
-			for _, c := range b {
-				if c == '\n' {
-					return slotText, true
-				}
+// request is the first request in the local peer's first bytes that
+// expects a reply.
+type request struct {
+	kind     replyKind
+	typ      protocol.Type
+	arg      []byte // a binary request's data
+	end      int    // offset just past it
+	complete bool   // false: more bytes are needed to know
+}
+
+// findRequest scans b for the first request that expects a reply. Anything
+// that is not a request (a bad magic) is complete with kind slotNone: it
+// gets no answer.
+func findRequest(b []byte) request {
+	off := 0
+	for off < len(b) {
+		rest := b[off:]
+		if rest[0] != 0 {
+			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+				return request{kind: slotText, end: off + i + 1, complete: true}
 			}
-			return slotNone, false
+			return request{}
 		}
-		if len(b) < protocol.HeaderSize {
-			return slotNone, false
+		if len(rest) < protocol.HeaderSize {
+			return request{}
 		}
-		if protocol.Magic(binary.BigEndian.Uint32(b)) != protocol.Req {
-			return slotNone, true
+		if protocol.Magic(binary.BigEndian.Uint32(rest)) != protocol.Req {
+			return request{complete: true}
 		}
-		typ := protocol.Type(binary.BigEndian.Uint32(b[4:]))
+		typ := protocol.Type(binary.BigEndian.Uint32(rest[4:]))
+		size := int(binary.BigEndian.Uint32(rest[8:]))
+		if size > len(rest)-protocol.HeaderSize {
+			if noReply(typ) || typ == protocol.OptionReq {
+				// Its end (or its argument) is needed.
+				return request{}
+			}
+			return request{kind: slotBinary, typ: typ, complete: true}
+		}
+		end := off + protocol.HeaderSize + size
 		if !noReply(typ) {
-			return slotBinary, true
+			return request{kind: slotBinary, typ: typ, arg: rest[protocol.HeaderSize : protocol.HeaderSize+size], end: end, complete: true}
 		}
-		size := int(binary.BigEndian.Uint32(b[8:]))
-		if size > len(b)-protocol.HeaderSize {
-			return slotNone, false
-		}
-		b = b[protocol.HeaderSize+size:]
+		off = end
 	}
-	return slotNone, false
+	return request{}
 }

@@ -155,7 +155,8 @@ func regexpHandles(s string) string {
 }
 
 // phpAddServer is what every PHP user runs first: addServer sends
-// OPTION_REQ exceptions and waits for the answer, then a job.
+// OPTION_REQ exceptions and waits for the answer, then a job. Refused, the
+// job fails with GEARMAN_SERVER_ERROR (18) and error() names the cause.
 const phpAddServer = `<?php
 [, $host, $port] = $argv;
 $c = new GearmanClient();
@@ -170,7 +171,8 @@ try {
 `
 
 // TestConnectPHPRefused: a wrong password and an unknown server CA reach
-// the PHP user as a clear error at once (no hang), and the connect log
+// the PHP user as a clear error at once (no hang): the first job fails and
+// $client->error() names the cause. And the connect log
 // names the cause once however many connections fail.
 func TestConnectPHPRefused(t *testing.T) {
 	t.Parallel()
@@ -183,7 +185,7 @@ func TestConnectPHPRefused(t *testing.T) {
 		name     string
 		up       connecttest.Upstream
 		password string
-		cause    string // in the connect log
+		cause    string // in the connect log and in what PHP reports
 	}{
 		{"wrong password", up, "wrong", "AUTH_FAILED"},
 		{"unknown server CA", untrusted, connectPassword, "certificate signed by unknown authority"},
@@ -196,11 +198,17 @@ func TestConnectPHPRefused(t *testing.T) {
 			host, port, _ := net.SplitHostPort(s.Addr)
 			for i := range 3 {
 				r := runTool(t, 30*time.Second, nil, "php", script, host, port)
-				if r.TimedOut || r.Exit != 0 || !strings.Contains(r.Stdout, "Exception") {
+				if r.TimedOut || r.Exit != 0 || !strings.Contains(r.Stdout, "doNormal: '' rc=18") || !strings.Contains(r.Stdout, tt.cause) {
 					t.Fatalf("php run %d:\n%s", i, r)
 				}
 				t.Logf("php sees: %s", strings.TrimSpace(r.Stdout))
 			}
+			// A worker's first GRAB_JOB gets the ERROR: work() fails.
+			w := runTool(t, 30*time.Second, nil, "php", testdata("php_worker.php"), s.Addr, "connect.none", "reverse", "1")
+			if w.TimedOut || w.Exit != 3 {
+				t.Fatalf("php worker:\n%s", w)
+			}
+			t.Logf("php worker sees: %s %s", strings.TrimSpace(w.Stdout), strings.TrimSpace(w.Stderr))
 			if n := logLines(s, "upstream failed", tt.cause); n != 1 {
 				t.Fatalf("%d log lines name %q, want 1:\n%s", n, tt.cause, s.Log())
 			}
