@@ -120,17 +120,21 @@ worker: worker done`,
 			needs: both,
 			run: func(e *env) {
 				f := e.fn("f")
-				w := e.perlWorker(f, "send_status", 2)
+				w := e.perlWorker(f, "send_status", 1)
 				e.logResult("client", e.perl("perl_client.pl", e.Target.Addr, "exceptions", f, "on"), false)
-				e.logResult("worker", w.Kill(), false)
+				e.logResult("worker", w.Wait(toolTimeout), false)
 			},
 			want: `
 client: task fail
 client: taskset done
 worker: job perl_worker_send_work_status.f x send_status
+worker: worker done`,
+			gearproxyWants: `
+client: task complete done:x
+client: taskset done
 worker: job perl_worker_send_work_status.f x send_status
 worker: worker done`,
-			knownDiff: "perl_worker_send_work_status",
+			why: "a malformed WORK_* from a worker (Perl's two-argument WORK_STATUS) is logged and dropped and the rest of the stream works; gearmand reads into the next packet, loses the WORK_COMPLETE and the client's task fails after its timeout",
 		},
 		scenario{
 			name:  "perl_worker_fail_and_die",
