@@ -850,6 +850,44 @@ worker: NO_JOB`,
 			why: "cancel job ends the job at once: a second cancel is ERR UNKNOWN_JOB and GET_STATUS says unknown; gearmand answers OK twice and keeps reporting the cancelled job as known",
 		},
 		scenario{
+			name: "raw_cancel_running_job",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "running")
+				h := c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				a := e.dial("admin")
+				a.SendLine("cancel job " + h)
+				a.recv()
+				c.quiet(time.Second)
+				w.Send(P.WorkComplete, h, "late")
+				w.echoCheck("after")
+				c.quiet(time.Second)
+				c.Send(P.GetStatus, h)
+				c.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN "H1" "raw_cancel_running_job.f" "running"
+admin: OK
+client: WORK_FAIL "H1"
+worker: ECHO_RES "after"
+client: WORK_COMPLETE "H1" "late"
+client: STATUS_RES "H1" "0" "0" "0" "0"`,
+			gearproxyWants: `
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN "H1" "raw_cancel_running_job.f" "running"
+admin: OK
+client: WORK_FAIL "H1"
+worker: ECHO_RES "after"
+client: (nothing)
+client: STATUS_RES "H1" "0" "0" "0" "0"`,
+			why: "a cancelled running job is over: its client gets WORK_FAIL and nothing after; gearmand also forwards the worker's late WORK_COMPLETE, a second final packet for one job",
+		},
+		scenario{
 			name: "raw_create_drop_function",
 			run: func(e *env) {
 				f := e.fn("f")
