@@ -984,6 +984,37 @@ worker: JOB_ASSIGN "H1" "raw_sleep_wakeup.f" "wake"
 worker: NO_JOB`,
 		},
 		scenario{
+			name: "raw_noop_once_per_sleep",
+			run: func(e *env) {
+				f, g := e.fn("f"), e.fn("g")
+				w := e.worker("worker", f, g)
+				w.Send(P.PreSleep)
+				idle := e.dial("idle") // sleeps without abilities
+				idle.Send(P.PreSleep)
+				c := e.dial("client")
+				c.Send(P.SubmitJobBg, g, "", "1")
+				c.handle()
+				c.Send(P.SubmitJobBg, f, "", "2")
+				c.handle()
+				w.recv()
+				w.echoCheck("only one NOOP before this")
+				idle.echoCheck("no NOOP before this")
+				for i := 0; i < 3; i++ {
+					w.Send(P.GrabJob)
+					w.recv()
+				}
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+worker: NOOP
+worker: ECHO_RES "only one NOOP before this"
+idle: ECHO_RES "no NOOP before this"
+worker: JOB_ASSIGN "H1" "raw_noop_once_per_sleep.g" "1"
+worker: JOB_ASSIGN "H2" "raw_noop_once_per_sleep.f" "2"
+worker: NO_JOB`,
+		},
+		scenario{
 			name: "raw_grab_variants",
 			run: func(e *env) {
 				f := e.fn("f")
