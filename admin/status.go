@@ -48,7 +48,7 @@ type BackendStatus struct {
 // "status" gives total (queued + running), running and workers:
 // Queued = total - running.
 type FunctionStatus struct {
-	Name                      string
+	Name                     string
 	Queued, Running, Workers int
 }
 
