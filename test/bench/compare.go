@@ -273,7 +273,8 @@ func (stdoutIndent) Write(b []byte) (int, error) {
 type memoryResult struct {
 	Jobs     int     `json:"jobs"`
 	Payload  int     `json:"payload"`
-	Gearmand float64 `json:"gearmand_bytes_per_job"`
+	Baseline string  `json:"baseline"`
+	Gearmand float64 `json:"baseline_bytes_per_job"`
 	Bundled  float64 `json:"bundled_bytes_per_job"`
 	Ratio    float64 `json:"ratio"`
 	Verdict  string  `json:"verdict"`
@@ -286,8 +287,9 @@ type memoryResult struct {
 func measureMemory(ctx context.Context, e *env, o options, rep *report) (*memoryResult, error) {
 	fmt.Printf("\n== memory per queued background job: %d jobs of 100 B, no workers\n", o.memJobs)
 	m := &memoryResult{Jobs: o.memJobs, Payload: 100}
-	start := [2]func(context.Context, string) (*proc, error){e.startGearmand, e.startBundled}
-	names := [2]string{"mem-gearmand", "mem-bundled"}
+	start := [2]func(context.Context, string) (*proc, error){e.startBaseline, e.startBundled}
+	names := [2]string{"mem-" + e.baselineLabel(), "mem-bundled"}
+	m.Baseline = e.baselineLabel()
 	var perJob [2]float64
 	for i := range start {
 		p, err := start[i](ctx, names[i])
@@ -330,7 +332,7 @@ func measureMemory(ctx context.Context, e *env, o options, rep *report) (*memory
 }
 
 func (m *memoryResult) print(out io.Writer) {
-	fmt.Fprintf(out, "  gearmand: %s\n  bundled:  %s\n", m.details[0], m.details[1])
-	fmt.Fprintf(out, "%-28s %14s %16s %8s  %-9s\n", "", "gearmand", "bundled", "ratio", "target")
+	fmt.Fprintf(out, "  %s: %s\n  bundled: %s\n", m.Baseline, m.details[0], m.details[1])
+	fmt.Fprintf(out, "%-28s %14s %16s %8s  %-9s\n", "", m.Baseline, "bundled", "ratio", "target")
 	fmt.Fprintf(out, "  %-26s %13.0fB %15.0fB %7.2fx  %-9s %s\n", "memory per queued job", m.Gearmand, m.Bundled, m.Ratio, "<= 0.50x", m.Verdict)
 }

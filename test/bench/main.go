@@ -54,6 +54,7 @@ type options struct {
 	strict     bool
 	jsonPath   string
 	gearmand   string
+	baseline   string
 	keep       bool
 	verbose    bool
 }
@@ -69,6 +70,7 @@ func main() {
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed, not only on a verification failure")
 	flag.StringVar(&o.jsonPath, "json", "", "write every raw result and the summary to this file")
 	flag.StringVar(&o.gearmand, "gearmand", "/usr/sbin/gearmand", "gearmand binary")
+	flag.StringVar(&o.baseline, "baseline-bin", "", "compare with this gearproxy binary's server instead of gearmand (A/B-test a change: build the old commit, pass it here)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server logs, proxy configs)")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's result as it finishes")
 	relayListen := flag.String("relay-listen", "", "internal: run as a TCP relay listening here")
@@ -101,7 +103,7 @@ func run(o options) int {
 	if err != nil {
 		return fail(err)
 	}
-	e := &env{dir: dir, gearmand: o.gearmand, self: self, gearproxy: filepath.Join(dir, "gearproxy")}
+	e := &env{dir: dir, gearmand: o.gearmand, self: self, gearproxy: filepath.Join(dir, "gearproxy"), baselineBin: o.baseline}
 	defer e.stopAll()
 	if err := build(ctx, e.gearproxy); err != nil {
 		return fail(err)
@@ -110,7 +112,7 @@ func run(o options) int {
 	rep := &report{started: time.Now(), args: os.Args[1:]}
 	rep.header(os.Stdout)
 
-	gm, err := e.startGearmand(ctx, "gearmand")
+	gm, err := e.startBaseline(ctx, e.baselineLabel())
 	if err != nil {
 		return fail(err)
 	}
@@ -123,6 +125,9 @@ func run(o options) int {
 		base:      side{label: "gearmand", addr: gm.addr, procs: []*proc{gm}},
 		cand:      side{label: "bundled", addr: bundled.addr, procs: []*proc{bundled}},
 		workloads: issue2Workloads(o, 1.5),
+	}
+	if o.baseline != "" {
+		issue2.title = "bundled job server: this checkout vs " + o.baseline
 	}
 	if len(issue2.workloads) > 0 {
 		if err := issue2.run(ctx, o, rep); err != nil {

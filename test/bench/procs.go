@@ -33,6 +33,9 @@ type env struct {
 	gearproxy string
 	gearmand  string
 	self      string
+	// baselineBin, when set, replaces gearmand as the baseline of the
+	// server comparison.
+	baselineBin string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -130,6 +133,23 @@ func (e *env) startGearmand(ctx context.Context, name string) (*proc, error) {
 
 func (e *env) startBundled(ctx context.Context, name string) (*proc, error) {
 	return e.start(ctx, name, []string{e.gearproxy, "server", "-listen", "{addr}", "-log-level", "warn"}, nil)
+}
+
+// startBaseline starts what the bundled server is compared with: gearmand,
+// or with -baseline-bin another gearproxy build's server (an A/B test of a
+// change, with the same noise on both sides).
+func (e *env) startBaseline(ctx context.Context, name string) (*proc, error) {
+	if e.baselineBin == "" {
+		return e.startGearmand(ctx, name)
+	}
+	return e.start(ctx, name, []string{e.baselineBin, "server", "-listen", "{addr}", "-log-level", "warn"}, nil)
+}
+
+func (e *env) baselineLabel() string {
+	if e.baselineBin == "" {
+		return "gearmand"
+	}
+	return "baseline"
 }
 
 // startRelay runs this program as a dumb TCP relay (two io.Copy) to target.
