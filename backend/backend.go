@@ -159,16 +159,21 @@ func (b *Backend) Close() {
 	b.wg.Wait()
 }
 
-// Link returns one of the shared client links, or nil while down. Sessions
-// spread over the links in turn; reply order holds per link, and the proxy
-// orders replies per session itself.
-func (b *Backend) Link() *Link {
+// Link returns one of the shared client links, in turn, or nil while down.
+func (b *Backend) Link() *Link { return b.LinkFor(b.next.Add(1)) }
+
+// LinkFor returns the shared client link for a session key, or nil while
+// down. One session's requests to a backend all travel on one link, so
+// the backend queues a client's pipelined submits in the order it sent
+// them, as gearmand does for one connection; different sessions spread
+// over the links.
+func (b *Backend) LinkFor(key uint64) *Link {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.links) == 0 {
 		return nil
 	}
-	return b.links[b.next.Add(1)%uint64(len(b.links))]
+	return b.links[key%uint64(len(b.links))]
 }
 
 // OpenWorker opens a link for one worker session: every packet from the

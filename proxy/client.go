@@ -116,10 +116,13 @@ func (srv *Server) waitingClients(p *pool, unique, backendCount []byte) []byte {
 	}
 	p.mu.Lock()
 	for key, j := range p.pending {
-		if _, u, ok := strings.Cut(key, "\x00"); ok && u == string(unique) && len(j.subs) > 1 {
+		if _, u, ok := strings.Cut(key, "\x00"); ok && u == string(unique) && j.handle != nil {
+			// Zero when every session left: the backend still counts
+			// the link, which stays attached until the job ends.
 			n += len(j.subs) - 1
 		}
 	}
+	n = max(n, 0)
 	p.mu.Unlock()
 	return []byte(strconv.Itoa(n))
 }
@@ -146,7 +149,7 @@ func (s *session) getStatus(p *protocol.Packet) {
 		s.fill(seq, unknownStatus(h))
 		return
 	}
-	link := s.srv.pools[i].b.Link()
+	link := s.srv.pools[i].b.LinkFor(s.id)
 	if link == nil {
 		s.fill(seq, unknownStatus(h))
 		return
@@ -194,7 +197,7 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 	up := s.srv.upSet()
 	for i, p := range s.srv.pools {
 		if up.Has(i) {
-			if l := p.b.Link(); l != nil {
+			if l := p.b.LinkFor(s.id); l != nil {
 				links = append(links, l)
 				pools = append(pools, p)
 			}

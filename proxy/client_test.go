@@ -222,3 +222,42 @@ func TestWorkCompleteThenHangUp(t *testing.T) {
 		}
 	}
 }
+
+// One gearmand hands out the highest priority, then the oldest job; the
+// pool does the same across backends for jobs submitted through it.
+func TestGrabOrderAcrossBackends(t *testing.T) {
+	srv, _, _ := startBundled(t, 3, nil)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	type sub struct {
+		typ  protocol.Type
+		data string
+	}
+	subs := []sub{
+		{protocol.SubmitJobLowBg, "low1"}, {protocol.SubmitJobBg, "normal1"}, {protocol.SubmitJobHighBg, "high1"},
+		{protocol.SubmitJobLowBg, "low2"}, {protocol.SubmitJobBg, "normal2"}, {protocol.SubmitJobHighBg, "high2"},
+		{protocol.SubmitJobBg, "normal3"}, {protocol.SubmitJobBg, "normal4"},
+	}
+	backends := map[int]bool{}
+	for i, sb := range subs {
+		c.send(sb.typ, "order", fmt.Sprintf("uniq-%d", i), sb.data)
+		b, _, _ := srv.codec.Decode("local", []byte(c.expect(protocol.JobCreated)[0]))
+		backends[b] = true
+	}
+	if len(backends) < 2 {
+		t.Fatalf("the jobs used only backends %v", backends)
+	}
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "order")
+	var got []string
+	for range subs {
+		w.send(protocol.GrabJob)
+		args := w.expect(protocol.JobAssign)
+		got = append(got, args[2])
+		w.send(protocol.WorkComplete, args[0], "")
+	}
+	want := "high1 high2 normal1 normal2 normal3 normal4 low1 low2"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("assigned %v, want %s", got, want)
+	}
+}

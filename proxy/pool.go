@@ -22,6 +22,8 @@ type pool struct {
 	// least-loaded routing: foreground jobs in flight plus background
 	// submits not yet answered.
 	load atomic.Int64
+	// queue is what the proxy knows of the backend's queued jobs.
+	queue queueView
 
 	mu sync.Mutex
 	// jobs are the foreground jobs with a handle, by backend handle.
@@ -83,6 +85,17 @@ func coalesceKey(fn, unique, data []byte) string {
 // only with backend.ErrDown, before anything was sent or attached.
 func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) error {
 	bg := pkt.Type.IsBackground()
+	var track *queuedJob
+	created := func(r *protocol.Packet) {
+		if track == nil {
+			return
+		}
+		var h []byte
+		if r != nil && r.Type == protocol.JobCreated {
+			h = r.Arg(0)
+		}
+		p.queue.created(track, h)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if key != "" {
@@ -99,26 +112,37 @@ func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) 
 			return nil
 		}
 	}
-	link := p.b.Link()
+	link := p.b.LinkFor(s.id)
 	if link == nil {
 		return backend.ErrDown
 	}
 	encode := func(dst []byte) []byte {
 		return protocol.AppendPacket(dst, protocol.Req, pkt.Type, pkt.Args...)
 	}
+	// Track runnable jobs in the queue view (epoch and SCHED jobs wait
+	// for their time, so their age says nothing about grab order).
+	if t := pkt.Type; t != protocol.SubmitJobEpoch && t != protocol.SubmitJobSched {
+		track = p.queue.add(p.srv.submits.Add(1), pkt.Arg(0), t.SubmitPriority())
+	}
 	if bg {
 		p.load.Add(1)
 		err := link.Request(encode, func(r *protocol.Packet) {
 			p.load.Add(-1)
+			created(r)
 			p.createdBackground(s, seq, r)
 		})
 		if err != nil {
 			p.load.Add(-1)
+			created(nil)
 		}
 		return err
 	}
 	j := &job{key: key, waiters: []waiter{{s, seq}}}
-	if err := link.Request(encode, func(r *protocol.Packet) { p.created(j, r) }); err != nil {
+	if err := link.Request(encode, func(r *protocol.Packet) {
+		created(r)
+		p.created(j, r)
+	}); err != nil {
+		created(nil)
 		return err
 	}
 	p.load.Add(1)
@@ -208,6 +232,9 @@ func (p *pool) work(r *protocol.Packet) {
 		p.srv.log.Warn("unexpected packet from backend", "backend", p.b.Name(), "type", r.Type.String())
 		return
 	}
+	if terminal {
+		p.queue.remove(r.Arg(0))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	j := p.jobs[string(r.Arg(0))]
@@ -246,6 +273,7 @@ func (p *pool) state(up bool) {
 		p.srv.backendUp(p.index)
 		return
 	}
+	p.queue.reset()
 	// Every owed reply was answered by now (the links are closed):
 	// what is left are jobs with a handle, whose results will never
 	// come. Their clients get WORK_FAIL rather than a hang.

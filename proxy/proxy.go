@@ -83,7 +83,9 @@ type Server struct {
 
 	nextID atomic.Uint64
 	conns  atomic.Int64
-	wg     sync.WaitGroup
+	// submits numbers submits in arrival order, for the queue views.
+	submits atomic.Uint64
+	wg      sync.WaitGroup
 }
 
 // ErrClosed is returned by Serve after Close.

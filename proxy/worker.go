@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"github.com/gearproxy/gearproxy/backend"
 	"github.com/gearproxy/gearproxy/protocol"
 	"log/slog"
+	"slices"
 )
 
 // worker is the worker role of a session: a link to every healthy backend,
@@ -240,13 +242,18 @@ func (w *worker) answerEchoes(i int) {
 	}
 }
 
-// echo answers a worker's ECHO_REQ, through the backend of its last
-// WORK_* packet when there is one.
+// workerEcho answers a worker's ECHO_REQ through a backend: the one of its
+// last WORK_* packet when there is one.
 func (s *session) workerEcho(w *worker, data []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := w.lastWork
 	if i < 0 || w.links[i] == nil {
+		// No WORK_* yet: any backend will do, and one of them at least
+		// has then seen the abilities sent before the ping.
+		i = slices.IndexFunc(w.links, func(l *backend.Link) bool { return l != nil })
+	}
+	if i < 0 {
 		s.pushLocked(func(dst []byte) []byte { return protocol.AppendPacket(dst, protocol.Res, protocol.EchoRes, data) })
 		return
 	}
@@ -286,6 +293,7 @@ func (w *worker) unwake(i int) {
 
 func (w *worker) noJob(i int) {
 	w.unwake(i)
+	w.s.srv.pools[i].queue.forget(w.abilities)
 	if l := w.links[i]; l != nil {
 		l.Packet(protocol.PreSleep)
 	}
@@ -299,6 +307,7 @@ func (w *worker) assigned(i int, p *protocol.Packet) {
 	w.unwake(i)
 	w.woke = append(w.woke, i)
 	w.cursor = (i + 1) % len(w.links)
+	w.s.srv.pools[i].queue.remove(p.Args[0])
 	seq, user := w.cur.seq, w.s.ident.User
 	w.cur = nil
 	codec := w.s.srv.codec
@@ -320,6 +329,51 @@ func (w *worker) assigned(i int, p *protocol.Packet) {
 	w.startNext()
 }
 
+// grabOrder is the order in which a grab asks the backends: first those
+// known to hold a job for this worker, highest priority then oldest first,
+// as one gearmand would hand them out; then those that signalled work, in
+// the order they did; then the rest, in rotation from after the backend
+// that assigned last, so that no backend starves.
+func (w *worker) grabOrder() []int {
+	n := len(w.links)
+	order := make([]int, 0, n)
+	type known struct {
+		b    int
+		prio protocol.Priority
+		seq  uint64
+	}
+	var ks []known
+	for b, l := range w.links {
+		if l == nil {
+			continue
+		}
+		if prio, seq, ok := w.s.srv.pools[b].queue.best(w.abilities); ok {
+			ks = append(ks, known{b, prio, seq})
+		}
+	}
+	slices.SortFunc(ks, func(a, b known) int {
+		if a.prio != b.prio {
+			return int(a.prio) - int(b.prio)
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	add := func(b int) {
+		if !slices.Contains(order, b) {
+			order = append(order, b)
+		}
+	}
+	for _, k := range ks {
+		add(k.b)
+	}
+	for _, b := range w.woke {
+		add(b)
+	}
+	for k := range n {
+		add((w.cursor + k) % n)
+	}
+	return order
+}
+
 // startNext begins the next queued grab, if none is in progress.
 func (w *worker) startNext() {
 	if w.cur != nil || len(w.queue) == 0 {
@@ -327,18 +381,7 @@ func (w *worker) startNext() {
 	}
 	g := &grabState{grabRequest: w.queue[0]}
 	w.queue = w.queue[1:]
-	n := len(w.links)
-	g.order = append(make([]int, 0, n), w.woke...)
-	for k := 0; k < n; k++ {
-		b := (w.cursor + k) % n
-		seen := false
-		for _, x := range w.woke {
-			seen = seen || x == b
-		}
-		if !seen {
-			g.order = append(g.order, b)
-		}
-	}
+	g.order = w.grabOrder()
 	w.cur = g
 	w.tryNext()
 }
