@@ -10,6 +10,10 @@ import (
 
 // Raw-packet scenarios: what no client library can express.
 
+// quietWait is how long a scenario waits to show that a server sends
+// nothing. Where the other server does send something, it comes sooner.
+const quietWait = 3 * time.Second
+
 // pipeline concatenates packets so that they leave in one write.
 func pipeline(packets ...[]byte) []byte {
 	var b []byte
@@ -397,7 +401,7 @@ other: ECHO_RES "unaffected"`,
 				c := e.dial("client")
 				body := e.fn("f") + "-no-terminators"
 				c.Write(append(Header(P.Req, P.SubmitJob, uint32(len(body))), body...))
-				c.quiet(time.Second)
+				c.quiet(quietWait)
 				c.Send(P.EchoReq, "after")
 				c.quiet(ioTimeout)
 				keep.Send(P.GetStatus, h)
@@ -459,9 +463,9 @@ bystander: STATUS_RES "H1" "1" "0" "0" "0"`,
 				h := keep.handle()
 				c := e.dial("client")
 				c.Write(append(Header(P.Req, P.SubmitJob, 1<<30), e.fn("f")+"\x00\x00data"...))
-				c.quiet(time.Second)
+				c.quiet(quietWait)
 				c.Send(P.EchoReq, "after")
-				c.quiet(time.Second)
+				c.quiet(quietWait)
 				keep.Send(P.GetStatus, h)
 				keep.recv()
 				keep.echoCheck("unaffected")
@@ -862,10 +866,10 @@ worker: NO_JOB`,
 				a := e.dial("admin")
 				a.SendLine("cancel job " + h)
 				a.recv()
-				c.quiet(time.Second)
+				c.recv()
 				w.Send(P.WorkComplete, h, "late")
 				w.echoCheck("after")
-				c.quiet(time.Second)
+				c.quiet(quietWait)
 				c.Send(P.GetStatus, h)
 				c.recv()
 			},
