@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the interop tests need: gearmand and its CLIs as the
 # reference server and real clients, PHP and Perl clients, stunnel to wrap
 # real clients in TLS, chromium for the status page screenshot.
-packages=(gearman-job-server gearman-tools php-cli php-gearman libgearman-client-perl stunnel4)
+packages=(gearman-job-server gearman-tools php-cli php-gearman libgearman-client-perl stunnel4 chromium)
 
 missing=()
 for p in "${packages[@]}"; do
