@@ -183,8 +183,6 @@ type Server struct {
 
 	cmd    *exec.Cmd
 	exited chan struct{}
-	mu     sync.Mutex
-	waited bool
 }
 
 // startServer starts bin with args, where the literal "{addr}", "{host}",
@@ -234,7 +232,7 @@ func startServer(t testing.TB, name, bin string, args ...string) *Server {
 		}
 		t.Cleanup(func() {
 			if t.Failed() {
-				t.Logf("%s log (last 2000 bytes):\n%s", name, tail(s.logFile(), 2000))
+				t.Logf("%s log (last 2000 bytes):\n%s", name, tail(s.LogPath, 2000))
 			}
 			s.Kill()
 		})
@@ -243,8 +241,6 @@ func startServer(t testing.TB, name, bin string, args ...string) *Server {
 	t.Fatal(lastErr)
 	return nil
 }
-
-func (s *Server) logFile() string { return s.LogPath }
 
 // Kill stops the server with SIGKILL and waits for it.
 func (s *Server) Kill() {
