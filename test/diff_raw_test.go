@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +88,102 @@ worker: JOB_ASSIGN_UNIQ "H2" "raw_pipelined_submits.f" "u2" "b"
 client: WORK_COMPLETE "H2" "done H2"
 worker: JOB_ASSIGN_UNIQ "H5" "raw_pipelined_submits.f" "u4" "d"
 worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_pipelined_500",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				var b []byte
+				for i := 0; i < 500; i++ {
+					u := fmt.Sprintf("u%d", i-i%5/4) // every fifth repeats the unique before it
+					b = append(b, Packet(P.SubmitJobBg, f, u, fmt.Sprint(i))...)
+				}
+				c.Write(b)
+				var got []string
+				for i := 0; i < 500; i++ {
+					r := c.Recv()
+					if r.Type != P.JobCreated {
+						e.Fatalf("reply %d: %s", i, r)
+					}
+					got = append(got, e.nz.handle(r.Args[0]))
+				}
+				inOrder := true
+				for i := range got {
+					want := fmt.Sprintf("H%d", i-i/5+1)
+					if i%5 == 4 {
+						want = got[i-1]
+					}
+					inOrder = inOrder && got[i] == want
+				}
+				e.Logf("client: 500 JOB_CREATED, %d jobs, in submit order with repeats coalesced: %v", len(e.nz.handles), inOrder)
+				c.SendLine("status")
+				c.list()
+			},
+			want: `
+client: 500 JOB_CREATED, 400 jobs, in submit order with repeats coalesced: true
+client: raw_pipelined_500.f	400	0	0
+client: .`,
+		},
+		scenario{
+			name: "raw_coalesce_onto_running_background",
+			run: func(e *env) {
+				f := e.fn("f")
+				bg := e.dial("bg")
+				bg.Send(P.SubmitJobBg, f, "same", "bg data")
+				h := bg.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+				c := e.dial("fg")
+				c.Send(P.SubmitJob, f, "same", "fg data")
+				c.handle()
+				w.Send(P.WorkData, h, "d")
+				c.recv()
+				w.Send(P.WorkComplete, h, "done")
+				c.recv()
+				bg.quiet(quietWait)
+			},
+			want: `
+bg: JOB_CREATED "H1"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_coalesce_onto_running_background.f" "same" "bg data"
+fg: JOB_CREATED "H1"
+fg: WORK_DATA "H1" "d"
+fg: WORK_COMPLETE "H1" "done"
+bg: (nothing)`,
+		},
+		scenario{
+			name: "raw_worker_disconnect_two_jobs",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				for _, d := range []string{"a", "b", "c"} {
+					c.Send(P.SubmitJobBg, f, "", d)
+					c.handle()
+				}
+				w1 := e.worker("w1", f)
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1.Close()
+				e.waitStatus(f, "no worker", func(total, running, workers int) bool { return workers == 0 && running == 0 })
+				w2 := e.worker("w2", f)
+				for i := 0; i < 4; i++ {
+					w2.Send(P.GrabJob)
+					w2.recv()
+				}
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+w1: JOB_ASSIGN "H1" "raw_worker_disconnect_two_jobs.f" "a"
+w1: JOB_ASSIGN "H2" "raw_worker_disconnect_two_jobs.f" "b"
+w2: JOB_ASSIGN "H3" "raw_worker_disconnect_two_jobs.f" "c"
+w2: JOB_ASSIGN "H2" "raw_worker_disconnect_two_jobs.f" "b"
+w2: JOB_ASSIGN "H1" "raw_worker_disconnect_two_jobs.f" "a"
+w2: NO_JOB`,
 		},
 		scenario{
 			name: "raw_coalesce_late_attach",
