@@ -293,6 +293,11 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	}()
 	return bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: opts.LockTimeout,
+		// Map a large range up front: bbolt otherwise remaps as the file
+		// grows, copying every node of the transaction out of the old
+		// mapping (a third of a large checkpoint's time, measured). It is
+		// address space, not memory.
+		InitialMmapSize: initialMmapSize,
 		// Every job is deleted soon after it is written, so the file
 		// fragments; the hashmap freelist stays fast where the array one
 		// degrades (bbolt's own advice).
@@ -378,14 +383,11 @@ func (b *Bolt) recover(fresh bool) error {
 	var ops []op
 	for _, gen := range gens {
 		path := walPath(b.dir, gen)
-		got, ignored, err := readWAL(path)
+		got, end, err := readWAL(path, gen)
 		if err != nil {
 			return fmt.Errorf("store %s: %w", path, unwrapPath(err))
 		}
-		if ignored > 0 {
-			// The frame being written at a crash: never acknowledged.
-			b.log.Warn("ignored the torn end of a write-ahead log", "log", path, "bytes", ignored)
-		}
+		b.log.Info("replaying write-ahead log", "log", path, "changes", len(got), "bytes", end)
 		ops = append(ops, got...)
 	}
 	// No cancelling here: a log may already be partly in bbolt (the crash
@@ -483,8 +485,8 @@ func (b *Bolt) SetRetries(id uint64, retries uint32) error {
 	return err
 }
 
-// initialLogSize is how much of the first log is preallocated; later logs
-// get about the size their predecessor needed.
+// initialLogSize is how much of a new log is preallocated; later logs are
+// recycled ones and have the size their predecessors grew to.
 const initialLogSize = 4 << 20
 
 // ckptResult is what the checkpoint goroutine reports back.
@@ -502,10 +504,9 @@ type ckptResult struct {
 func (b *Bolt) run() {
 	defer close(b.stopped)
 	var (
-		busy     bool         // a checkpoint is running
-		waiters  []chan error // Load calls waiting for everything in bbolt
-		lastSize int64        // bytes the previous log held
-		timer    = time.NewTimer(time.Hour)
+		busy    bool         // a checkpoint is running
+		waiters []chan error // Load calls waiting for everything in bbolt
+		timer   = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
 	b.lastSync, b.ckptSince = time.Now(), time.Now()
@@ -549,7 +550,6 @@ func (b *Bolt) run() {
 		}
 		if !busy && len(b.ckptOps) > 0 && b.broken == nil &&
 			(closing || len(waiters) > 0 || b.walSize >= b.opts.CheckpointBytes || now.Sub(b.ckptSince) >= b.opts.CheckpointInterval) {
-			lastSize = b.walSize
 			if err := b.rotate(); err != nil {
 				b.log.Error("checkpoint: cannot start a new write-ahead log", "err", err)
 				b.ckptSince = now // try again after an interval
@@ -564,23 +564,14 @@ func (b *Bolt) run() {
 				busy = true
 				ops, gens := b.ckptOps, b.ckptGens
 				b.ckptOps, b.ckptGens, b.ckptSince = nil, nil, now
-				// The checkpoint also prepares the log after the one
-				// just started, sized as the last one was used, so that
-				// the next rotation does not write zeros while
-				// submitters wait.
-				next, size := b.walGen+1, max(initialLogSize/4, 2*lastSize)
+				// The checkpoint also turns the log it applied into the
+				// log after the one just started, so that the next
+				// rotation finds its blocks allocated.
+				next := b.walGen + 1
 				if closing {
-					size = 0
+					next = 0
 				}
-				go func() {
-					r := ckptResult{ops: ops, gens: gens, err: b.checkpoint(ops, gens)}
-					if r.err == nil && size > 0 {
-						if f, err := createWAL(b.dir, next, size); err == nil {
-							r.spare = &logFile{f: f, gen: next}
-						}
-					}
-					b.ckptDone <- r
-				}()
+				go func() { b.ckptDone <- b.checkpoint(ops, gens, next) }()
 			}
 		}
 		if !busy && len(b.ckptOps) == 0 {
@@ -666,7 +657,7 @@ func (b *Bolt) write(ops []op, g *group) {
 	start := time.Now()
 	err := b.broken
 	if err == nil {
-		b.walBuf = appendFrame(b.walBuf[:0], ops)
+		b.walBuf = appendFrame(b.walBuf[:0], b.walGen, ops)
 		frame := int64(len(b.walBuf))
 		// WriteAt: the file is preallocated, its size is not the end.
 		if _, err = b.wal.WriteAt(b.walBuf, b.walSize); err == nil {
@@ -749,7 +740,7 @@ func (b *Bolt) rotate() error {
 		f, b.nextLog = sp.f, nil
 	} else {
 		var err error
-		if f, err = createWAL(b.dir, b.walGen+1, initialLogSize/4); err != nil {
+		if f, err = createWAL(b.dir, b.walGen+1, initialLogSize); err != nil {
 			return err
 		}
 	}
@@ -761,18 +752,29 @@ func (b *Bolt) rotate() error {
 	return nil
 }
 
-// checkpoint applies ops to bbolt and deletes the logs that held them.
-func (b *Bolt) checkpoint(ops []op, gens []uint64) error {
-	if err := b.apply(ops, true); err != nil {
-		return err
+// checkpoint applies ops to bbolt, then recycles the last log that held
+// them as generation next (unless next is 0) and deletes the others.
+func (b *Bolt) checkpoint(ops []op, gens []uint64, next uint64) ckptResult {
+	r := ckptResult{ops: ops, gens: gens, err: b.apply(ops, true)}
+	if r.err != nil {
+		return r
+	}
+	last := len(gens) - 1
+	if next != 0 {
+		if f, err := recycleWAL(b.dir, gens[last], next); err == nil {
+			r.spare = &logFile{f: f, gen: next}
+			gens = gens[:last]
+		} else {
+			b.log.Warn("checkpoint: cannot recycle an applied log", "err", err)
+		}
 	}
 	for _, gen := range gens {
-		if err := os.Remove(walPath(b.dir, gen)); err != nil {
+		if err := os.Remove(walPath(b.dir, gen)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// bbolt has the changes; replaying them is harmless.
 			b.log.Warn("checkpoint: cannot delete an applied log", "err", err)
 		}
 	}
-	return nil
+	return r
 }
 
 // checkpointAll returns once every change made so far is in bbolt.

@@ -25,7 +25,15 @@ import (
 // A log file, DIR/jobs.wal.<generation>:
 //
 //	header   "GPWAL" 0 0 <version 1>                         8 bytes
-//	frame    length u32 | CRC-32C of the payload u32 | payload  (one per group)
+//	frame    length u32 | CRC-32C u32 | payload                (one per group)
+//
+// The CRC covers the log's generation (8 bytes, from its name) and then the
+// payload. Logs are recycled: after a checkpoint the applied file is
+// renamed to the next generation and written over from the start, because
+// overwriting allocated blocks makes a sync flush only data, where an
+// append must also journal the new size and blocks (half the time or less
+// here). The frames of the previous generation that are left behind fail
+// the CRC, and so read as the end of the log.
 //
 // A payload is a sequence of records:
 //
@@ -76,8 +84,14 @@ func listWAL(dir string) ([]uint64, error) {
 	return gens, nil
 }
 
-// appendFrame appends one frame holding ops to dst.
-func appendFrame(dst []byte, ops []op) []byte {
+// genSeed is the CRC-32C of a generation number: the starting value of the
+// CRC of every frame of that generation's log.
+func genSeed(gen uint64) uint32 {
+	return crc32.Checksum(binary.BigEndian.AppendUint64(nil, gen), castagnoli)
+}
+
+// appendFrame appends one frame of log generation gen holding ops to dst.
+func appendFrame(dst []byte, gen uint64, ops []op) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, frameHeader)...)
 	for i := range ops {
@@ -102,7 +116,7 @@ func appendFrame(dst []byte, ops []op) []byte {
 	}
 	payload := dst[start+frameHeader:]
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(payload)))
-	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	binary.BigEndian.PutUint32(dst[start+4:], crc32.Update(genSeed(gen), castagnoli, payload))
 	return dst
 }
 
@@ -151,11 +165,12 @@ func decodeFrame(ops []op, p []byte) ([]op, error) {
 	return ops, nil
 }
 
-// readWAL returns the ops of one log, and how many bytes after the last
-// good frame it ignored (a torn tail). A log whose header is not ours, or
-// a frame that passes its checksum but does not decode, is an error: that
-// is not a crash but another program or version.
-func readWAL(path string) (ops []op, ignored int64, err error) {
+// readWAL returns the ops of the log of generation gen, and the offset
+// where they end: a torn frame, zeros, or a frame of an older generation
+// of a recycled file. A log whose header is not ours, or a frame that
+// passes its checksum but does not decode, is an error: that is not a
+// crash but another program or version.
+func readWAL(path string, gen uint64) (ops []op, end int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
@@ -168,7 +183,7 @@ func readWAL(path string) (ops []op, ignored int64, err error) {
 	if len(data) < walHeaderSize {
 		// Created but its header never reached the disk: nothing in it
 		// was acknowledged.
-		return nil, int64(len(data)), nil
+		return nil, 0, nil
 	}
 	if !bytes.Equal(data[:walHeaderSize-1], walMagic[:walHeaderSize-1]) {
 		return nil, 0, errors.New("not a gearproxy write-ahead log")
@@ -176,6 +191,7 @@ func readWAL(path string) (ops []op, ignored int64, err error) {
 	if v := data[walHeaderSize-1]; v != walVersion {
 		return nil, 0, fmt.Errorf("write-ahead log version %d, this build reads version %d", v, walVersion)
 	}
+	seed := genSeed(gen)
 	p := data[walHeaderSize:]
 	for len(p) >= frameHeader {
 		l := binary.BigEndian.Uint32(p)
@@ -183,7 +199,7 @@ func readWAL(path string) (ops []op, ignored int64, err error) {
 			break
 		}
 		payload := p[frameHeader : frameHeader+int(l)]
-		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(p[4:]) {
+		if crc32.Update(seed, castagnoli, payload) != binary.BigEndian.Uint32(p[4:]) {
 			break
 		}
 		if ops, err = decodeFrame(ops, payload); err != nil {
@@ -191,12 +207,7 @@ func readWAL(path string) (ops []op, ignored int64, err error) {
 		}
 		p = p[frameHeader+int(l):]
 	}
-	// The log is preallocated with zeros: only bytes that are not zero
-	// are a torn frame.
-	if bytes.IndexFunc(p, func(r rune) bool { return r != 0 }) < 0 {
-		return ops, 0, nil
-	}
-	return ops, int64(len(p)), nil
+	return ops, int64(len(data) - len(p)), nil
 }
 
 // syncDir makes the creation or removal of a file in dir durable.
@@ -234,6 +245,27 @@ func createWAL(dir string, gen uint64, size int64) (*os.File, error) {
 	}
 	if err != nil {
 		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
+}
+
+// recycleWAL renames the applied log of generation old to generation gen
+// and opens it for writing over.
+func recycleWAL(dir string, old, gen uint64) (*os.File, error) {
+	path := walPath(dir, gen)
+	if err := os.Rename(walPath(dir, old), path); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		os.Remove(path)
 		return nil, err
 	}

@@ -93,28 +93,34 @@ func TestTornLogTailIsIgnored(t *testing.T) {
 	}
 	for _, tail := range []struct {
 		name  string
-		bytes []byte
+		bytes func(gen uint64) []byte
 	}{
-		{"half a header", []byte{0, 0}},
-		{"frame cut short", appendFrame(nil, []op{{kind: opAdd, id: 9, val: appendValue(nil, &Job{ID: 9})}})[:20]},
-		{"zeros", make([]byte, 4096)},
-		{"bad checksum", func() []byte {
-			f := appendFrame(nil, []op{{kind: opRemove, ids: []uint64{1}}})
+		{"half a header", func(uint64) []byte { return []byte{0, 0} }},
+		{"frame cut short", func(gen uint64) []byte {
+			return appendFrame(nil, gen, []op{{kind: opAdd, id: 9, val: appendValue(nil, &Job{ID: 9})}})[:20]
+		}},
+		{"zeros", func(uint64) []byte { return make([]byte, 4096) }},
+		{"bad checksum", func(gen uint64) []byte {
+			f := appendFrame(nil, gen, []op{{kind: opRemove, ids: []uint64{1}}})
 			f[len(f)-1] ^= 1
 			return f
-		}()},
+		}},
+		{"frame of an older generation", func(gen uint64) []byte {
+			return appendFrame(nil, gen-1, []op{{kind: opRemove, ids: []uint64{1}}})
+		}},
 	} {
 		t.Run(tail.name, func(t *testing.T) {
 			dir := crashCopy(t, s)
 			gens, _ := listWAL(dir)
 			// Right after the last frame, over the preallocated zeros.
-			path := walPath(dir, gens[len(gens)-1])
+			gen := gens[len(gens)-1]
+			path := walPath(dir, gen)
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			end := logEnd(data)
-			copy(data[end:], tail.bytes)
+			end := logEnd(data, gen)
+			copy(data[end:], tail.bytes(gen))
 			writeFile(t, path, data)
 			r := openT(t, dir, Options{})
 			if got := ids(loadAll(t, r)); !slices.Equal(got, []uint64{1, 2, 3}) {
@@ -255,12 +261,12 @@ func TestUnusableLogRefusesToOpen(t *testing.T) {
 }
 
 // logEnd returns the offset just after the last good frame of a log.
-func logEnd(data []byte) int {
+func logEnd(data []byte, gen uint64) int {
 	end := walHeaderSize
 	for len(data)-end >= frameHeader {
 		l := int(binary.BigEndian.Uint32(data[end:]))
 		if l == 0 || l > len(data)-end-frameHeader ||
-			crc32.Checksum(data[end+frameHeader:end+frameHeader+l], castagnoli) != binary.BigEndian.Uint32(data[end+4:]) {
+			crc32.Update(genSeed(gen), castagnoli, data[end+frameHeader:end+frameHeader+l]) != binary.BigEndian.Uint32(data[end+4:]) {
 			break
 		}
 		end += frameHeader + l
@@ -331,5 +337,41 @@ func TestRemoveFromDoneWhileFull(t *testing.T) {
 	<-removed
 	if got := ids(loadAll(t, s)); !slices.Equal(got, []uint64{2, 3, 4, 5}) {
 		t.Errorf("jobs %v, want [2 3 4 5]", got)
+	}
+}
+
+// TestRecycledLogIgnoresOldFrames: after checkpoints a log file is reused
+// for a later generation; after a crash only the new generation's frames
+// are replayed, not the older ones further into the file.
+func TestRecycledLogIgnoresOldFrames(t *testing.T) {
+	s := openT(t, t.TempDir(), noCheckpoint)
+	add := func(from, to uint64) {
+		t.Helper()
+		for id := from; id <= to; id++ {
+			if err := s.Add(&Job{ID: id, Function: "f", Data: make([]byte, 100)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	add(1, 100)
+	loadAll(t, s) // checkpoint: log 1 becomes the spare log 3
+	for id := uint64(1); id <= 50; id++ {
+		s.Remove(id)
+	}
+	add(101, 150)
+	loadAll(t, s) // checkpoint: log 3 (log 1's file) is current now
+	add(151, 160) // over the start of log 1's frames
+	gens, _ := listWAL(s.dir)
+	if !slices.Contains(gens, 3) {
+		t.Fatalf("logs %v: want generation 3 in use", gens)
+	}
+	r := openT(t, crashCopy(t, s), Options{})
+	got := ids(loadAll(t, r))
+	want := make([]uint64, 0, 110)
+	for id := uint64(51); id <= 160; id++ {
+		want = append(want, id)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("recovered %d jobs, %v...; want 51..160", len(got), got[:min(5, len(got))])
 	}
 }
