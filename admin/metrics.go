@@ -267,11 +267,11 @@ func newSnapshotCollector(src Source, m *Metrics, timeout time.Duration, onError
 		backendRTT: prometheus.NewDesc("gearproxy_backend_rtt_seconds",
 			"Round-trip time of the backend's last health check.", []string{"backend"}, nil),
 		queued: prometheus.NewDesc("gearproxy_function_queued",
-			"Jobs waiting for a worker, summed over the backends.", []string{"function"}, nil),
+			"Jobs waiting for a worker, over all backends.", []string{"function"}, nil),
 		running: prometheus.NewDesc("gearproxy_function_running",
-			"Jobs a worker is running, summed over the backends.", []string{"function"}, nil),
+			"Jobs a worker is running, over all backends.", []string{"function"}, nil),
 		workers: prometheus.NewDesc("gearproxy_function_workers",
-			"Workers registered for the function, summed over the backends.", []string{"function"}, nil),
+			"Workers that can do the function.", []string{"function"}, nil),
 		userConns: prometheus.NewDesc("gearproxy_user_connections",
 			"Open connections by authenticated user.", []string{"user"}, nil),
 	}
@@ -306,8 +306,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.backendRTT, prometheus.GaugeValue, b.RTT.Seconds(), b.Name)
 		}
 	}
-	// Functions past the label cap are summed into one series: the
-	// registry refuses two series with the same labels.
+	// Functions past the label cap are summed into one series (the
+	// registry refuses two series with the same labels); so are rows a
+	// Source repeats, though it should give one per function.
 	type counts struct{ queued, running, workers float64 }
 	byLabel := map[string]*counts{}
 	var order []string

@@ -38,9 +38,7 @@ func expectLines(t *testing.T, got map[string]bool, want ...string) {
 // are the Source's numbers.
 func TestMetricsCounts(t *testing.T) {
 	m := NewMetrics(MetricsOptions{Version: "1.2.3"})
-	st := twoBackends()
-	st.Functions = append(st.Functions, FunctionStatus{Name: "resize_image", Queued: 1, Running: 1, Workers: 1}) // a second backend's row
-	s := newTestServer(t, &fakeSource{st: st}, func(o *Options) { o.Metrics = m })
+	s := newTestServer(t, &fakeSource{st: twoBackends()}, func(o *Options) { o.Metrics = m })
 
 	for range 3 {
 		m.JobSubmitted("resize_image", "web", "gearmand-east")
@@ -91,14 +89,14 @@ func TestMetricsCounts(t *testing.T) {
 		`gearproxy_denials_total{reason="acl",user="batch",verb="submit"} 1`,
 		`gearproxy_denials_total{reason="acl",user="batch",verb="admin"} 1`,
 		`gearproxy_denials_total{reason="max_payload",user="web",verb="submit"} 1`,
-		// From the Source; rows of one function are summed.
+		// From the Source.
 		`gearproxy_status_up 1`,
 		`gearproxy_backend_up{address="10.0.0.1:4730",backend="gearmand-east"} 1`,
 		`gearproxy_backend_up{address="in-process",backend="bundled-west"} 0`,
 		`gearproxy_backend_rtt_seconds{backend="gearmand-east"} 0.0015`,
-		`gearproxy_function_queued{function="resize_image"} 8`,
-		`gearproxy_function_running{function="resize_image"} 3`,
-		`gearproxy_function_workers{function="resize_image"} 4`,
+		`gearproxy_function_queued{function="resize_image"} 7`,
+		`gearproxy_function_running{function="resize_image"} 2`,
+		`gearproxy_function_workers{function="resize_image"} 3`,
 		`gearproxy_function_queued{function="send_email"} 0`,
 		`gearproxy_function_workers{function="send_email"} 5`,
 		`gearproxy_user_connections{user="web"} 4`,

@@ -44,9 +44,12 @@ type BackendStatus struct {
 	Error string
 }
 
-// FunctionStatus is one function, summed over the backends. Gearman's
-// "status" gives total (queued + running), running and workers:
-// Queued = total - running.
+// FunctionStatus is one function over all backends, one row per
+// function: queued and running add up over backends; workers is the
+// largest count any backend reports, since every worker session of the
+// proxy registers on every backend (the proxy's merged "status" does
+// both). Gearman's "status" gives total (queued + running), running and
+// workers: Queued = total - running.
 type FunctionStatus struct {
 	Name                     string
 	Queued, Running, Workers int
