@@ -160,6 +160,13 @@ const closeFlush = time.Second
 // that is gone or not answering.
 func (l *Link) Abort() { l.fail(ErrDown) }
 
+// Closed reports whether the link has ended (or is ending).
+func (l *Link) Closed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
 // Done is closed when the link's reader has stopped.
 func (l *Link) Done() <-chan struct{} { return l.done }
 

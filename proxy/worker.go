@@ -109,7 +109,9 @@ func (w *worker) connect(i int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := link
-	if w.closed || w.links[i] != nil {
+	// A link to the backend's previous life may still be here: its
+	// lost() runs on its own goroutine and finds it replaced.
+	if w.closed || (w.links[i] != nil && !w.links[i].Closed()) {
 		go l.Close()
 		return
 	}

@@ -57,6 +57,7 @@ func TestProxySIGKILLBackend(t *testing.T) {
 		}()
 	}
 	var completed, failed, hung atomic.Int64
+	var hungWhat sync.Map
 	var loadErr atomic.Value
 	for k := range 4 {
 		wg.Add(1)
@@ -79,14 +80,16 @@ func TestProxySIGKILLBackend(t *testing.T) {
 					g.send(protocol.SubmitJobBg, "load", u, "bg")
 					if _, _, err := g.recv(5 * time.Second); err != nil {
 						hung.Add(1)
+						hungWhat.Store(u, "background submit: "+err.Error())
 						return
 					}
 					continue
 				}
 				g.send(protocol.SubmitJob, "load", u, "fg")
-				typ, _, err := g.recv(5 * time.Second)
+				typ, args, err := g.recv(5 * time.Second)
 				if err != nil {
 					hung.Add(1)
+					hungWhat.Store(u, "foreground submit: "+err.Error())
 					return
 				}
 				if typ == protocol.Error {
@@ -97,6 +100,7 @@ func TestProxySIGKILLBackend(t *testing.T) {
 				switch {
 				case err != nil:
 					hung.Add(1)
+					hungWhat.Store(u, "result of "+args[0]+": "+err.Error())
 					return
 				case typ == protocol.WorkComplete:
 					completed.Add(1)
@@ -158,6 +162,10 @@ func TestProxySIGKILLBackend(t *testing.T) {
 		t.Fatal(e)
 	}
 	if hung.Load() != 0 {
+		hungWhat.Range(func(k, v any) bool {
+			t.Logf("%s: %s", k, v)
+			return true
+		})
 		t.Fatalf("%d clients waited 5 s for a reply", hung.Load())
 	}
 	t.Logf("load: %d completed, %d failed", completed.Load(), failed.Load())
