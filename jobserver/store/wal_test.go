@@ -365,7 +365,11 @@ func TestRecycledLogIgnoresOldFrames(t *testing.T) {
 	if !slices.Contains(gens, 3) {
 		t.Fatalf("logs %v: want generation 3 in use", gens)
 	}
-	r := openT(t, crashCopy(t, s), Options{})
+	dir := crashCopy(t, s)
+	if ops, _, err := readWAL(walPath(dir, 3), 3); err != nil || len(ops) != 10 || ops[0].id != 151 {
+		t.Fatalf("log 3 reads as %d changes (%v), want the 10 adds of 151..160", len(ops), err)
+	}
+	r := openT(t, dir, Options{})
 	got := ids(loadAll(t, r))
 	want := make([]uint64, 0, 110)
 	for id := uint64(51); id <= 160; id++ {
