@@ -21,8 +21,11 @@
 // since its last write to the log as one frame, with one fdatasync: while
 // one sync is in flight the next frame fills, so under load a single sync
 // carries many jobs. Every second, or every 32 MiB, a checkpoint applies
-// the log to bbolt in one transaction and deletes it; a job that was added
-// and ended within one log never reaches bbolt.
+// the log to bbolt in one transaction; a job that was added and ended
+// within one log never reaches bbolt. The applied log file is then reused
+// for a later generation: overwriting allocated blocks makes each sync
+// flush only data. If checkpoints fall a whole log behind, log writes wait
+// for them, so the log a crash leaves stays within about 64 MiB.
 //
 // Why a log and not bbolt alone: a bbolt commit costs two fdatasyncs (data
 // pages, then the meta page) plus a rewritten path of pages per change, and
@@ -57,7 +60,8 @@
 // # Recovery
 //
 // Open replays the logs a crash left, in order, into bbolt and deletes
-// them; a torn last frame (never acknowledged) is ignored. Replay applies
+// them; a torn last frame (never acknowledged) and the older frames
+// further into a reused file are ignored. Replay applies
 // every change, so a log that a checkpoint had already applied before the
 // crash is harmless. Load then reads bbolt in chunks of 4096 jobs per read
 // transaction, so the server may call Add or Remove from its callback.
