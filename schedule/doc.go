@@ -12,6 +12,10 @@
 // run more than once: keep clocks in sync (NTP), or make such jobs
 // idempotent.
 //
+// The package imports only the standard library, so that config/ can
+// check cron expressions and priorities with Parse and ParsePriority and
+// report them with the file and line.
+//
 // Cron expressions are parsed here (Parse) rather than shared with the
 // job server's SUBMIT_JOB_SCHED parser: that one is private to jobserver/
 // and knows neither names, macros nor a seconds field.

@@ -32,7 +32,7 @@ func ExampleUnique() {
 }
 
 // A Scheduler needs the schedules and a Submitter: gearproxy's own submit
-// path, or a client connection (ClientSubmitter).
+// path, or a client connection.
 func ExampleNew() {
 	submit := schedule.SubmitterFunc(func(ctx context.Context, job schedule.Job) error {
 		fmt.Println("submit", job.Function, job.Unique)

@@ -74,8 +74,8 @@ type Job struct {
 
 // Submitter submits a background job and returns once the job server has
 // accepted it (JOB_CREATED), or why not (an ERROR reply, a backend that is
-// down). gearproxy passes its own in-process submit path; a standalone
-// tool can use ClientSubmitter.
+// down). gearproxy passes its own in-process submit path; another program
+// can wrap a client.Client.
 type Submitter interface {
 	SubmitBackground(ctx context.Context, job Job) error
 }
