@@ -38,6 +38,10 @@ type conn struct {
 
 	killOnce sync.Once
 	persist  chan struct{} // semaphore of durable submits in flight
+	// dirty lists other connections this one's reader queued output for
+	// during its current burst; it writes them itself when the burst
+	// ends (see outbox.flushFor). Owned by the reader goroutine.
+	dirty []*conn
 
 	// Guarded by Server.mu.
 	prev, next *conn
@@ -137,18 +141,16 @@ func fdOf(nc net.Conn, fallback int) int {
 
 func (c *conn) readLoop() {
 	s := c.s
-	r := protocol.NewReader(c.nc, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.opts.MaxPacket, Text: true})
+	// The Reader reads from the socket only when every request it had is
+	// handled: that is when this reader sends the burst's replies.
+	r := protocol.NewReader(flushingReader{c}, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.opts.MaxPacket, Text: true})
+	defer c.flushAll()
 	if s.opts.IdleTimeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 	}
 	first := true
 	var p protocol.Packet
 	for {
-		if r.Buffered() == 0 {
-			// Every request read so far is handled: send the replies
-			// from here, before waiting for more.
-			c.out.flush()
-		}
 		err := r.Read(&p)
 		c.out.begin()
 		if err != nil {
@@ -191,6 +193,26 @@ func (c *conn) readLoop() {
 			return
 		}
 	}
+}
+
+// flushingReader sends a connection's pending output before each read
+// from its socket.
+type flushingReader struct{ c *conn }
+
+func (fr flushingReader) Read(b []byte) (int, error) {
+	fr.c.flushAll()
+	return fr.c.nc.Read(b)
+}
+
+// flushAll writes the replies of the burst just handled, then what the
+// burst queued for other connections.
+func (c *conn) flushAll() {
+	c.out.flush()
+	for i, d := range c.dirty {
+		d.out.flushFor()
+		c.dirty[i] = nil
+	}
+	c.dirty = c.dirty[:0]
 }
 
 // frameError answers a framing error: an ERROR packet naming the cause,
@@ -237,6 +259,30 @@ func (c *conn) send(fn func([]byte) []byte) {
 	if err := c.out.Append(fn); err != nil {
 		c.dead = true
 		c.kill(err)
+	}
+}
+
+// sendFrom queues output for c produced by src's reader (nil: by some
+// other goroutine). Instead of waking c's writer goroutine, src writes it
+// after its burst. Server.mu must be held.
+func (c *conn) sendFrom(src *conn, fn func([]byte) []byte) {
+	if src == nil || src == c || c.dead || len(c.chain) > 0 {
+		c.send(fn)
+		return
+	}
+	kick, err := c.out.appendNoKick(fn)
+	if err != nil {
+		c.dead = true
+		c.kill(err)
+		return
+	}
+	if kick {
+		for _, d := range src.dirty {
+			if d == c {
+				return
+			}
+		}
+		src.dirty = append(src.dirty, c)
 	}
 }
 

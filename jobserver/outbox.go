@@ -3,6 +3,8 @@ package jobserver
 import (
 	"net"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/gearproxy/gearproxy/protocol"
 )
@@ -19,6 +21,10 @@ import (
 type outbox struct {
 	nc    net.Conn
 	limit int
+	// inline allows the reader's own writes: only on sockets, whose
+	// kernel buffer absorbs a burst. On net.Pipe a write waits for the
+	// peer's read, and a peer that writes before it reads would deadlock.
+	inline bool
 
 	mu      sync.Mutex
 	pending []byte
@@ -30,8 +36,19 @@ type outbox struct {
 	wake    chan struct{}
 }
 
+// inlineWriteTimeout bounds how long a reader writes its own replies: a
+// peer that does not read gets the rest through the writer goroutine,
+// and the reader goes back to reading, so the output limit still cuts
+// the peer off instead of the server waiting on it.
+const inlineWriteTimeout = 100 * time.Millisecond
+
+// otherWriteTimeout bounds a reader's write of another connection's
+// output (see flushFor).
+const otherWriteTimeout = 5 * time.Millisecond
+
 func newOutbox(nc net.Conn, limit int) *outbox {
-	return &outbox{nc: nc, limit: limit, wake: make(chan struct{}, 1)}
+	_, socket := nc.(syscall.Conn)
+	return &outbox{nc: nc, limit: limit, inline: socket, wake: make(chan struct{}, 1)}
 }
 
 func (o *outbox) signal() {
@@ -45,11 +62,22 @@ func (o *outbox) signal() {
 // with protocol.ErrOutboxFull when the peer is not reading, after which
 // the connection must be closed.
 func (o *outbox) Append(fn func([]byte) []byte) error {
+	kick, err := o.appendNoKick(fn)
+	if kick {
+		o.signal()
+	}
+	return err
+}
+
+// appendNoKick appends like Append but reports instead of acting on it
+// that the queue needs a writer (it was idle and nobody will flush it),
+// so that the caller can flush it itself after its burst.
+func (o *outbox) appendNoKick(fn func([]byte) []byte) (bool, error) {
 	o.mu.Lock()
 	if o.err != nil {
 		err := o.err
 		o.mu.Unlock()
-		return err
+		return false, err
 	}
 	before := len(o.pending)
 	o.pending = fn(o.pending)
@@ -58,14 +86,11 @@ func (o *outbox) Append(fn func([]byte) []byte) error {
 		o.err = protocol.ErrOutboxFull
 		o.mu.Unlock()
 		o.signal()
-		return protocol.ErrOutboxFull
+		return false, protocol.ErrOutboxFull
 	}
 	kick := before == 0 && !o.busy && !o.writing
 	o.mu.Unlock()
-	if kick {
-		o.signal()
-	}
-	return nil
+	return kick, nil
 }
 
 // begin marks the reader busy with a burst of requests: replies wait for
@@ -85,20 +110,56 @@ func (o *outbox) flush() {
 		o.mu.Unlock()
 		return
 	}
-	o.write() // unlocks
+	if !o.inline {
+		o.mu.Unlock()
+		o.signal()
+		return
+	}
+	o.write(inlineWriteTimeout) // unlocks
+}
+
+// flushFor writes, from another connection's reader, output that reader
+// queued here during its burst, unless this connection's own reader or
+// writer will. The write is bounded by a short deadline: a peer that
+// does not read costs the other connection at most that once.
+func (o *outbox) flushFor() {
+	o.mu.Lock()
+	if o.busy || o.writing || len(o.pending) == 0 || o.err != nil {
+		o.mu.Unlock()
+		return
+	}
+	if !o.inline {
+		o.mu.Unlock()
+		o.signal()
+		return
+	}
+	o.write(otherWriteTimeout) // unlocks
 }
 
 // write sends the whole queue; o.mu is held on entry and released.
-func (o *outbox) write() {
+func (o *outbox) write(timeout time.Duration) {
+	inline := timeout > 0
 	buf := o.pending
 	o.pending = o.spare[:0]
 	o.spare = nil
 	o.writing = true
 	o.mu.Unlock()
-	_, err := o.nc.Write(buf)
+	if inline {
+		o.nc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	n, err := o.nc.Write(buf)
+	if inline {
+		o.nc.SetWriteDeadline(time.Time{})
+	}
 	o.mu.Lock()
 	o.writing = false
-	if cap(buf) <= 1<<20 {
+	if ne, ok := err.(net.Error); ok && inline && ne.Timeout() {
+		// Hand the rest to the writer goroutine, ahead of newer output.
+		o.pending = append(append(make([]byte, 0, len(buf)-n+len(o.pending)), buf[n:]...), o.pending...)
+		err = nil
+		buf = nil
+	}
+	if cap(buf) <= 1<<20 && buf != nil {
 		o.spare = buf[:0]
 	}
 	if err != nil && o.err == nil {
@@ -129,7 +190,7 @@ func (o *outbox) run() error {
 			continue
 		}
 		if len(o.pending) > 0 && (!o.busy || o.closed) {
-			o.write()
+			o.write(0)
 			continue
 		}
 		done := o.closed && len(o.pending) == 0

@@ -227,3 +227,29 @@ func TestMalformedWorkResultIsDropped(t *testing.T) {
 	w.send(protocol.WorkComplete, "H:test:1", "done")
 	c.expect(protocol.WorkComplete, "H:test:1", "done")
 }
+
+// Over TCP too: a client that pipelines requests and never reads its
+// replies is disconnected once its replies pass the limit; the server
+// never waits on it.
+func TestNonReadingTCPClientIsCutOff(t *testing.T) {
+	_, addr := testServer(t, Options{OutboxLimit: 256 << 10})
+	deaf := dial(t, addr)
+	payload := []byte(strings.Repeat("e", 32<<10))
+	pkt := protocol.AppendPacket(nil, protocol.Req, protocol.EchoReq, payload)
+	wrote := make(chan error, 1)
+	go func() {
+		for i := 0; i < 100000; i++ {
+			deaf.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := deaf.nc.Write(pkt); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	if err := <-wrote; err == nil {
+		t.Fatal("3 GiB of echoes went to a client that never reads")
+	}
+	other := dial(t, addr)
+	other.sync()
+}
