@@ -166,3 +166,29 @@ func TestSpecString(t *testing.T) {
 		}
 	}
 }
+
+// Whatever the expression, Parse does not panic, and a spec it accepts
+// finds its next firing strictly later, on a whole second, that matches
+// again when asked from one second before.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"* * * * *", "*/5 1-3,7 1 jan-mar mon-fri", "0 0 30 2 *", "@daily", "*/7 * * * * *", "5/20 * * * sun"} {
+		f.Add(s)
+	}
+	from := time.Date(2026, 11, 28, 1, 21, 30, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, expr string) {
+		spec, err := Parse(expr)
+		if err != nil {
+			return
+		}
+		next, ok := spec.Next(from)
+		if !ok {
+			return
+		}
+		if !next.After(from) || next.Nanosecond() != 0 {
+			t.Fatalf("%q: next after %s is %s", expr, from, next)
+		}
+		if again, _ := spec.Next(next.Add(-time.Second)); !again.Equal(next) {
+			t.Fatalf("%q: from %s next is %s, from a second earlier %s", expr, from, next, again)
+		}
+	})
+}
