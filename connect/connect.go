@@ -162,7 +162,7 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.failures.failed("max connections reached: new local connections wait for a relay to end",
+			s.failures.failed("local connections wait", "max connections reached: new ones wait for a relay to end",
 				"max_connections", s.cfg.MaxConnections)
 			select {
 			case s.slots <- struct{}{}:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -441,4 +442,42 @@ func TestMaxConnections(t *testing.T) {
 	if typ, body := recv(t, b); typ != protocol.EchoRes || body != "b" {
 		t.Fatalf("got %v %q", typ, body)
 	}
+}
+
+// TestNoLeaks: after relays that end normally, relays refused upstream and
+// a Close, the goroutines are back to what they were.
+func TestNoLeaks(t *testing.T) {
+	f := newFixture(t)
+	base := runtime.NumGoroutine()
+	good, goodAddr := f.sidecar(t, connect.Config{Credentials: alice})
+	bad, badAddr := f.sidecar(t, connect.Config{Credentials: client.Credentials{
+		Mechanism: client.MechSCRAM, Username: "alice", Password: "wrong"}})
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addr := goodAddr
+			if i%4 == 0 {
+				addr = badAddr
+			}
+			c, err := net.DialTimeout("tcp", addr, ioTimeout)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(ioTimeout))
+			c.Write(protocol.AppendPacket(nil, protocol.Req, protocol.EchoReq, []byte("x")))
+			var h [protocol.HeaderSize]byte
+			if _, err := io.ReadFull(c, h[:]); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, func() bool { return good.Connections() == 0 && bad.Connections() == 0 })
+	good.Close()
+	bad.Close()
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= base })
 }

@@ -23,8 +23,9 @@ func newFailureLog(log *slog.Logger, window time.Duration) *failureLog {
 	return &failureLog{log: log, window: window}
 }
 
-// failed logs cause unless the same cause was logged within the window.
-func (f *failureLog) failed(cause string, attrs ...any) {
+// failed logs msg with cause unless the same cause was logged within the
+// window.
+func (f *failureLog) failed(msg, cause string, attrs ...any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
@@ -35,7 +36,7 @@ func (f *failureLog) failed(cause string, attrs ...any) {
 	if f.suppressed > 0 {
 		attrs = append(attrs, "repeated_since_last_line", f.suppressed)
 	}
-	f.log.Error("upstream failed: local connections are refused", append([]any{"cause", cause}, attrs...)...)
+	f.log.Error(msg, append([]any{"cause", cause}, attrs...)...)
 	f.cause, f.loggedAt, f.suppressed = cause, now, 0
 }
 

@@ -37,7 +37,7 @@ func (s *Sidecar) refuse(r *relay, pending []byte, localErr error, cause error) 
 	if errors.Is(cause, ErrSidecarClosed) {
 		text = "gearproxy connect: shutting down"
 	} else {
-		s.failures.failed(cause.Error())
+		s.failures.failed("upstream failed: local connections are refused", cause.Error())
 	}
 	s.log.Debug("local connection refused", "conn", r.id, "local", r.local.RemoteAddr().String(), "cause", cause)
 	if localErr == nil {

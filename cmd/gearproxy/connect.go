@@ -128,6 +128,9 @@ func runConnect(args []string, _ io.Writer, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	if *insecure {
+		log.Warn("-listen-insecure: whoever reaches the listen address acts as the upstream user", "listen", ln.Addr().String())
+	}
 	log.Info("gearproxy connect listening", "listen", ln.Addr().String(), "server", *server,
 		"user", creds.Username, "mechanism", orDefault(creds.Mechanism, "auto"))
 
