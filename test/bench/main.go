@@ -70,7 +70,7 @@ func main() {
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed, not only on a verification failure")
 	flag.StringVar(&o.jsonPath, "json", "", "write every raw result and the summary to this file")
 	flag.StringVar(&o.gearmand, "gearmand", "/usr/sbin/gearmand", "gearmand binary")
-	flag.StringVar(&o.baseline, "baseline-bin", "", "compare with this gearproxy binary's server instead of gearmand (A/B-test a change: build the old commit, pass it here)")
+	flag.StringVar(&o.baseline, "baseline-bin", "", "compare with this gearproxy binary's server instead of gearmand (A/B-test a change: e.g. git archive OLD | tar -x -C /tmp/old, build there, pass the binary)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server logs, proxy configs)")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's result as it finishes")
 	relayListen := flag.String("relay-listen", "", "internal: run as a TCP relay listening here")
