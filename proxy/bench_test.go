@@ -2,9 +2,15 @@ package proxy
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/gearproxy/gearproxy/backend"
 	"github.com/gearproxy/gearproxy/bench"
 )
 
@@ -24,4 +30,56 @@ func BenchmarkForeground(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 	_ = res
+}
+
+// BenchmarkForegroundGearmand is BenchmarkForeground over two gearmand
+// processes (skipped without /usr/sbin/gearmand).
+func BenchmarkForegroundGearmand(b *testing.B) {
+	var backends []Backend
+	for i := range 2 {
+		addr := startGearmand(b)
+		backends = append(backends, Backend{Name: fmt.Sprintf("gm%d", i+1), Dial: backend.TCPDialer(addr)})
+	}
+	opts := Options{Backends: backends}
+	if os.Getenv("PROXY_DEBUG") != "" {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
+	}
+	srv := startProxy(b, opts, 2)
+	addr := listen(b, srv, "local")
+	b.ResetTimer()
+	if _, err := bench.Run(context.Background(), bench.Config{Servers: []string{addr}, Jobs: b.N, Timeout: 30 * time.Second}); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+func startGearmand(b *testing.B) string {
+	b.Helper()
+	if _, err := os.Stat("/usr/sbin/gearmand"); err != nil {
+		b.Skip("no gearmand")
+	}
+	for range 5 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		host, port, _ := net.SplitHostPort(addr)
+		cmd := exec.Command("/usr/sbin/gearmand", "--listen="+host, "--port="+port, "-t", "1", "--log-file=/dev/null")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		for range 100 {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				return addr
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	b.Fatal("gearmand did not start")
+	return ""
 }
