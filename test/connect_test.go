@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gearproxy/gearproxy/client"
 	"github.com/gearproxy/gearproxy/connect/connecttest"
+	"github.com/gearproxy/gearproxy/protocol"
 )
 
 // connectUser and connectPassword are the SASL user every connect test
@@ -307,4 +309,46 @@ func reverse(s string) string {
 	return string(b)
 }
 
-var _ = fmt.Sprintf
+// TestConnectSIGTERMDrains: on SIGTERM `gearproxy connect` stops
+// accepting, keeps open relays working until -drain-timeout, then closes
+// them and exits 0.
+func TestConnectSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	requirePeer(t, "gearmand")
+	up, _ := connectUpstream(t)
+	s := startConnect(t, up, connectPassword, "-drain-timeout", "2s")
+	c := dialRaw(t, s.Addr)
+	c.Send(protocol.EchoReq, "before")
+	c.Expect(protocol.EchoRes, "before")
+	if err := syscall.Kill(s.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitClosedPort(s.Addr); err != nil {
+		t.Fatal(err)
+	}
+	c.Send(protocol.EchoReq, "draining")
+	c.Expect(protocol.EchoRes, "draining")
+	select {
+	case <-s.Exited():
+	case <-time.After(ioTimeout):
+		t.Fatalf("connect did not exit after the drain timeout:\n%s", s.Log())
+	}
+	c.WaitClosed()
+	if s.cmd.ProcessState.ExitCode() != 0 || logLines(s, "drain timeout") != 1 {
+		t.Fatalf("exit %d:\n%s", s.cmd.ProcessState.ExitCode(), s.Log())
+	}
+}
+
+// waitClosedPort waits until addr refuses connections.
+func waitClosedPort(addr string) error {
+	deadline := time.Now().Add(ioTimeout)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s still accepts connections", addr)
+}
