@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gearproxy/gearproxy/backend"
+	"github.com/gearproxy/gearproxy/jobserver"
 	"github.com/gearproxy/gearproxy/protocol"
 	"github.com/gearproxy/gearproxy/router"
 )
@@ -259,5 +261,50 @@ func TestGrabOrderAcrossBackends(t *testing.T) {
 	want := "high1 high2 normal1 normal2 normal3 normal4 low1 low2"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("assigned %v, want %s", got, want)
+	}
+}
+
+// A backend whose handles are too long to embed still works through the
+// proxy: its handles are mapped in memory, and counted.
+func TestLongBackendHandles(t *testing.T) {
+	// The longest prefix the bundled server takes: handles reach 45
+	// bytes from the tenth job on, one more than fits next to the
+	// proxy's 19-byte header.
+	js, err := jobserver.New(jobserver.Options{HandlePrefix: "H:" + strings.Repeat("x", 40)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { js.Close() })
+	srv := startProxy(t, Options{Backends: []Backend{{Name: "long", Dial: backend.PipeDialer(js.ServeConn)}}}, 1)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	for i := range 9 {
+		c.send(protocol.SubmitJobBg, "other", fmt.Sprint(i), "x")
+		c.expect(protocol.JobCreated)
+	}
+	if srv.HandleFallbacks() != 0 {
+		t.Fatalf("fallbacks %d for handles that fit", srv.HandleFallbacks())
+	}
+	c.send(protocol.SubmitJob, "lf", "u", "x")
+	h := c.expect(protocol.JobCreated)[0]
+	if len(h) > 63 {
+		t.Fatalf("client handle %q is %d bytes", h, len(h))
+	}
+	c.send(protocol.GetStatus, h)
+	if got := c.expect(protocol.StatusRes); got[1] != "1" {
+		t.Fatalf("STATUS_RES %q", got)
+	}
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "lf")
+	w.send(protocol.GrabJob)
+	if got := w.expect(protocol.JobAssign); got[0] != h {
+		t.Fatalf("JOB_ASSIGN %q, want handle %q", got, h)
+	}
+	w.send(protocol.WorkComplete, h, "ok")
+	if got := c.expect(protocol.WorkComplete); got[0] != h || got[1] != "ok" {
+		t.Fatalf("WORK_COMPLETE %q", got)
+	}
+	if srv.HandleFallbacks() != 1 {
+		t.Fatalf("fallbacks %d, want 1", srv.HandleFallbacks())
 	}
 }

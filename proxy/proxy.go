@@ -128,6 +128,14 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	codec.OnFallback = func(backend int, handle []byte, n uint64) {
+		// The first one says what is going on; then a reminder now and
+		// then, so a backend with long handles cannot flood the log.
+		if n == 1 || n%10000 == 0 {
+			opts.Logger.Warn("backend handle too long to embed in a client handle: mapped in memory, valid only on this proxy until evicted",
+				"backend", names[backend], "handle_bytes", len(handle), "mapped_total", n)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: opts.Logger, router: r, codec: codec,

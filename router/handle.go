@@ -49,6 +49,10 @@ type Codec struct {
 	long  *lru.Cache[string, longHandle]
 
 	fallbacks atomic.Uint64
+	// OnFallback, when set before use, is called each time a backend
+	// handle too long to embed is first mapped, with the running count:
+	// the caller logs it (such handles only work on this proxy).
+	OnFallback func(backend int, handle []byte, count uint64)
 }
 
 type longHandle struct {
@@ -113,8 +117,11 @@ func (c *Codec) Encode(dst []byte, user string, backend int, handle []byte) []by
 	dst = hex.AppendEncode(dst, sum[:digestLen/2])
 	id := string(dst[start-tagLen-1-2:])
 	if _, ok := c.long.Get(id); !ok {
-		c.fallbacks.Add(1)
+		n := c.fallbacks.Add(1)
 		c.long.Add(id, longHandle{backend: backend, handle: append([]byte(nil), handle...)})
+		if c.OnFallback != nil {
+			c.OnFallback(backend, handle, n)
+		}
 	}
 	return dst
 }
