@@ -2,6 +2,7 @@ package jobserver
 
 import (
 	"container/heap"
+	"strings"
 	"time"
 
 	"github.com/gearproxy/gearproxy/jobserver/store"
@@ -84,9 +85,11 @@ func (f *function) unindexUnique(j *job) {
 func (s *Server) newJob(f *function, unique, data []byte, prio protocol.Priority, bg bool) *job {
 	j := &job{id: s.nextID, fn: f, prio: prio, ulen: uint8(len(unique))}
 	s.nextID++
-	buf := make([]byte, 0, len(unique)+len(data))
-	buf = append(append(buf, unique...), data...)
-	j.text = string(buf)
+	var sb strings.Builder // one allocation for unique and data
+	sb.Grow(len(unique) + len(data))
+	sb.Write(unique)
+	sb.Write(data)
+	j.text = sb.String()
 	if bg {
 		j.flags |= flagBackground
 	}

@@ -103,17 +103,21 @@ func New(opts Options) (*Server, error) {
 	if opts.OutboxLimit <= 0 {
 		opts.OutboxLimit = defaultOutboxLimit
 	}
+	// A handle must fit libgearman's 64-byte buffer with a 20-digit
+	// counter, ':' and NUL.
+	const maxPrefix = 63 - 21
 	if opts.HandlePrefix == "" {
 		host, err := os.Hostname()
 		if err != nil || host == "" {
 			host = "localhost"
 		}
 		opts.HandlePrefix = "H:" + host
+		if len(opts.HandlePrefix) > maxPrefix {
+			opts.HandlePrefix = opts.HandlePrefix[:maxPrefix]
+		}
 	}
-	// The handle must fit libgearman's 64-byte buffer with a 20-digit
-	// counter, ':' and NUL.
-	if len(opts.HandlePrefix) > 63-21 {
-		return nil, fmt.Errorf("jobserver: handle prefix %q is over %d bytes", opts.HandlePrefix, 63-21)
+	if len(opts.HandlePrefix) > maxPrefix {
+		return nil, fmt.Errorf("jobserver: handle prefix %q is over %d bytes", opts.HandlePrefix, maxPrefix)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
