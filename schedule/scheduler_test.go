@@ -222,6 +222,8 @@ func TestSchedulerSkipsLateFiring(t *testing.T) {
 	if j := rec.next(t); !j.Time.Equal(utc(t, "2026-11-28 01:26:00")) {
 		t.Fatalf("submitted the firing of %s", j.Time)
 	}
+	// Once it waits for the next firing, the state is up to date.
+	clock.waitFor(t, utc(t, "2026-11-28 01:27:00"))
 	if st := s.States()[0]; st.Missed != 1 || st.Submitted != 1 {
 		t.Fatalf("state %+v", st)
 	}
