@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gearproxy/gearproxy/client"
@@ -22,6 +23,8 @@ const (
 	DefaultErrorGrace     = 2 * time.Second
 	DefaultCloseTimeout   = 10 * time.Second
 	DefaultFailureWindow  = time.Minute
+	DefaultAuthBackoff    = time.Second
+	DefaultMaxAuthBackoff = time.Minute
 )
 
 // copyBufferSize is the relay's buffer per direction: large enough for a
@@ -59,6 +62,15 @@ type Config struct {
 	// FailureWindow is how long an upstream failure with the same cause
 	// is logged only once; the next line counts what was suppressed.
 	FailureWindow time.Duration
+	// AuthBackoff and MaxAuthBackoff bound how long, after the upstream
+	// refused the credentials, local connections are refused with that
+	// cause without asking the upstream again; the wait doubles while
+	// refusals continue. A retrying PHP pool would otherwise turn one
+	// wrong password into a stream of failed logins that spends the
+	// sidecar's per-address failure budget upstream and keeps locking it
+	// out after the password is fixed.
+	AuthBackoff    time.Duration
+	MaxAuthBackoff time.Duration
 	// Logger receives one line per relay opened and closed and the
 	// upstream failures; nil discards.
 	Logger *slog.Logger
@@ -73,6 +85,7 @@ type Sidecar struct {
 	tls      *tls.Config
 	log      *slog.Logger
 	failures *failureLog
+	refusals refusalGate
 	slots    chan struct{}
 	buffers  sync.Pool
 	nextID   atomic.Uint64
@@ -121,6 +134,12 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
+	if cfg.AuthBackoff <= 0 {
+		cfg.AuthBackoff = DefaultAuthBackoff
+	}
+	if cfg.MaxAuthBackoff < cfg.AuthBackoff {
+		cfg.MaxAuthBackoff = max(DefaultMaxAuthBackoff, cfg.AuthBackoff)
+	}
 	if cfg.FailureWindow <= 0 {
 		cfg.FailureWindow = DefaultFailureWindow
 	}
@@ -137,6 +156,7 @@ func New(cfg Config) (*Sidecar, error) {
 		tls:       tc,
 		log:       log,
 		failures:  newFailureLog(log, cfg.FailureWindow),
+		refusals:  refusalGate{min: cfg.AuthBackoff, max: cfg.MaxAuthBackoff},
 		slots:     make(chan struct{}, cfg.MaxConnections),
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
@@ -179,7 +199,7 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 			default:
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of file descriptors: wait instead of spinning.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept failed, retrying", "err", err, "in", backoff)

@@ -481,3 +481,23 @@ func TestNoLeaks(t *testing.T) {
 	bad.Close()
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= base })
 }
+
+// TestRefusalBackoff: once the upstream refused the credentials, local
+// connections are refused with that cause without a new login each, so a
+// retrying pool does not spend the upstream's failure budget.
+func TestRefusalBackoff(t *testing.T) {
+	f := newFixture(t)
+	_, addr := f.sidecar(t, connect.Config{AuthBackoff: time.Hour, Credentials: client.Credentials{
+		Mechanism: client.MechSCRAM, Username: "alice", Password: "wrong"}})
+	for range 5 {
+		c := dial(t, addr)
+		send(t, c, protocol.EchoReq, "x")
+		if typ, body := recv(t, c); typ != protocol.Error || !strings.HasPrefix(body, "AUTH_FAILED\x00") {
+			t.Fatalf("got %v %q", typ, body)
+		}
+		c.Close()
+	}
+	if n := f.front.Accepted(); n != 1 {
+		t.Fatalf("%d logins upstream for 5 local connections, want 1", n)
+	}
+}

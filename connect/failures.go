@@ -51,3 +51,40 @@ func (f *failureLog) recovered() {
 	f.log.Info("upstream works again", "previous_cause", f.cause, "repeated_since_last_line", f.suppressed)
 	f.cause, f.suppressed = "", 0
 }
+
+// refusalGate remembers that the upstream refused our credentials, so that
+// local connections are refused with that cause until a backoff passes
+// instead of each trying a login that will fail the same way.
+type refusalGate struct {
+	min, max time.Duration
+
+	mu      sync.Mutex
+	cause   error
+	until   time.Time
+	backoff time.Duration
+}
+
+// closed returns the remembered refusal while its backoff runs.
+func (g *refusalGate) closed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cause != nil && time.Now().Before(g.until) {
+		return g.cause
+	}
+	return nil
+}
+
+// refused notes a refusal by the upstream and doubles the backoff.
+func (g *refusalGate) refused(cause error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.backoff = min(max(2*g.backoff, g.min), g.max)
+	g.cause, g.until = cause, time.Now().Add(g.backoff)
+}
+
+// accepted clears the backoff after a successful login.
+func (g *refusalGate) accepted() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cause, g.backoff = nil, 0
+}

@@ -9,13 +9,10 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gearproxy/gearproxy/client"
 )
-
-var errTooManyFiles = syscall.EMFILE
 
 // maxEarly bounds the local bytes held back while the upstream is set up;
 // past it the local peer is simply not read (TCP pushes back).
@@ -58,9 +55,16 @@ func (r *relay) close() {
 func (s *Sidecar) serveRelay(r *relay) {
 	start := time.Now()
 	defer r.local.Close()
-	early := startEarlyReader(r.local)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AuthTimeout)
-	up, user, err := s.openUpstream(ctx)
+	// A peer that closes before sending anything (a port probe, a health
+	// check) cancels the login it would not use.
+	early := startEarlyReader(r.local, cancel)
+	var up net.Conn
+	var user string
+	err := s.refusals.closed()
+	if err == nil {
+		up, user, err = s.openUpstream(ctx)
+	}
 	cancel()
 	pending, localErr := early.stop()
 	if err == nil && !r.setUpstream(up) {
@@ -68,10 +72,16 @@ func (s *Sidecar) serveRelay(r *relay) {
 		err = ErrSidecarClosed
 	}
 	if err != nil {
+		if localErr != nil && len(pending) == 0 {
+			s.log.Debug("local connection closed before the upstream was ready", "conn", r.id,
+				"local", r.local.RemoteAddr().String(), "upstream_error", err)
+			return
+		}
 		s.refuse(r, pending, localErr, err)
 		return
 	}
 	defer up.Close()
+	s.refusals.accepted()
 	s.failures.recovered()
 	s.log.Info("relay open", "conn", r.id, "local", r.local.RemoteAddr().String(), "upstream", s.cfg.Server,
 		"user", user, "setup", time.Since(start).Round(time.Microsecond))
@@ -126,7 +136,13 @@ func (s *Sidecar) openUpstream(ctx context.Context) (net.Conn, string, error) {
 		if who == "" {
 			who = "(client certificate)"
 		}
-		return nil, "", fmt.Errorf("authenticate to %s as %s: %w", s.cfg.Server, who, err)
+		err = fmt.Errorf("authenticate to %s as %s: %w", s.cfg.Server, who, err)
+		if ae := (*client.AuthError)(nil); errors.As(err, &ae) {
+			// The credentials are wrong, not the network: do not ask
+			// again for every local connection.
+			s.refusals.refused(err)
+		}
+		return nil, "", err
 	}
 	raw.SetDeadline(time.Time{})
 	return tc, user, nil
@@ -213,14 +229,15 @@ func closeWrite(c net.Conn) {
 // earlyReader holds back what the local peer sends while the upstream is
 // being authenticated.
 type earlyReader struct {
-	conn net.Conn
-	buf  []byte
-	err  error
-	done chan struct{}
+	conn   net.Conn
+	cancel context.CancelFunc
+	buf    []byte
+	err    error
+	done   chan struct{}
 }
 
-func startEarlyReader(c net.Conn) *earlyReader {
-	e := &earlyReader{conn: c, buf: make([]byte, 0, 4096), done: make(chan struct{})}
+func startEarlyReader(c net.Conn, cancel context.CancelFunc) *earlyReader {
+	e := &earlyReader{conn: c, cancel: cancel, buf: make([]byte, 0, 4096), done: make(chan struct{})}
 	go e.run()
 	return e
 }
@@ -235,6 +252,9 @@ func (e *earlyReader) run() {
 		e.buf = e.buf[:len(e.buf)+n]
 		if err != nil {
 			e.err = err
+			if len(e.buf) == 0 && !errors.Is(err, os.ErrDeadlineExceeded) {
+				e.cancel()
+			}
 			return
 		}
 	}

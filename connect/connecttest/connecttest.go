@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,10 +140,11 @@ type FrontOptions struct {
 // Front is a running TLS + SASL front; it stops when the test ends.
 type Front struct {
 	Upstream
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	accepted atomic.Int64
+	ln       net.Listener
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
 }
 
 // StartFront starts a Front on a free 127.0.0.1 port.
@@ -206,6 +208,7 @@ func (f *Front) serve(l *auth.Listener, backend string) {
 			nc.Close()
 			return
 		}
+		f.accepted.Add(1)
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
@@ -250,6 +253,10 @@ func (f *Front) relay(l *auth.Listener, nc net.Conn, backend string) {
 	res.Conn.Close()
 	<-done
 }
+
+// Accepted is the number of connections the front has accepted: how often
+// a sidecar tried to log in.
+func (f *Front) Accepted() int64 { return f.accepted.Load() }
 
 func (f *Front) track(c net.Conn) bool {
 	f.mu.Lock()
