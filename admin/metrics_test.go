@@ -102,6 +102,15 @@ func TestMetricsCounts(t *testing.T) {
 		`gearproxy_user_connections{user="web"} 4`,
 		`gearproxy_user_connections{user="batch"} 1`,
 	)
+	// The Go runtime and the process are there too.
+	var runtime, process bool
+	for l := range scrape(t, s) {
+		runtime = runtime || strings.HasPrefix(l, "go_goroutines ")
+		process = process || strings.HasPrefix(l, "process_open_fds ")
+	}
+	if !runtime || !process {
+		t.Errorf("go_goroutines %v, process_open_fds %v", runtime, process)
+	}
 	// A second scrape changes no counter.
 	expectLines(t, scrape(t, s), `gearproxy_jobs_submitted_total{backend="gearmand-east",function="resize_image",user="web"} 3`)
 }
