@@ -17,6 +17,10 @@ import (
 // authentication passes the server's own code on (AUTH_FAILED, ...).
 const CodeUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 
+// maxErrorText keeps the ERROR text well inside libgearman's 2048-byte
+// error buffer (an x509 error with its candidate chain can be long).
+const maxErrorText = 1024
+
 // refuse ends a local connection whose upstream failed: the cause is
 // logged (once per FailureWindow), and the first request that expects a
 // reply is answered with it, waiting ErrorGrace for that request if it has
@@ -33,6 +37,9 @@ func (s *Sidecar) refuse(r *relay, pending []byte, localErr error, cause error) 
 	var ae *client.AuthError
 	if errors.As(cause, &ae) {
 		code = ae.Code
+	}
+	if len(text) > maxErrorText {
+		text = text[:maxErrorText]
 	}
 	if errors.Is(cause, ErrSidecarClosed) {
 		text = "gearproxy connect: shutting down"
