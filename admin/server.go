@@ -55,6 +55,7 @@ type Server struct {
 	handler  http.Handler
 	http     *http.Server
 	draining atomic.Bool
+	checks   chan struct{} // slots for password checks
 
 	mu      sync.Mutex
 	serving bool
@@ -82,7 +83,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(MetricsOptions{Version: opts.Version})
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics}
+	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, checks: make(chan struct{}, maxPasswordChecks)}
 	col := newSnapshotCollector(opts.Source, opts.Metrics, opts.SnapshotTimeout, func(err error) {
 		s.log.Warn("admin: status snapshot for /metrics failed", "err", err)
 	})
@@ -250,7 +251,7 @@ func (s *Server) guard(h http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, pass, ok := r.BasicAuth()
-		if ok && s.opts.Authenticate(user, pass) {
+		if ok && s.checkPassword(r.Context(), user, pass) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -263,6 +264,21 @@ func (s *Server) guard(h http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Basic realm="gearproxy", charset="UTF-8"`)
 		http.Error(w, "authentication required", http.StatusUnauthorized)
 	})
+}
+
+// maxPasswordChecks bounds concurrent Authenticate calls. Each one is a
+// key derivation (PBKDF2 for SCRAM verifiers): a flood of guesses then
+// waits its turn instead of taking every core from the proxy.
+const maxPasswordChecks = 2
+
+func (s *Server) checkPassword(ctx context.Context, user, pass string) bool {
+	select {
+	case s.checks <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	defer func() { <-s.checks }()
+	return s.opts.Authenticate(user, pass)
 }
 
 // securityHeaders keeps the page from being framed, sniffed, cached or

@@ -309,3 +309,47 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
+
+// Password checks are key derivations: no more than two run at once,
+// however many requests arrive.
+func TestPasswordChecksBounded(t *testing.T) {
+	var mu sync.Mutex
+	inside, most := 0, 0
+	entered := make(chan struct{}, 10)
+	release := make(chan struct{})
+	s := newTestServer(t, &fakeSource{st: twoBackends()}, func(o *Options) {
+		o.Authenticate = func(user, pass string) bool {
+			mu.Lock()
+			inside++
+			most = max(most, inside)
+			mu.Unlock()
+			entered <- struct{}{}
+			<-release
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			return true
+		}
+	})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.SetBasicAuth("ops", "pw")
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, r)
+			if rec.Code != 200 {
+				t.Errorf("GET / = %d", rec.Code)
+			}
+		})
+	}
+	<-entered
+	<-entered
+	release <- struct{}{} // one check ends: the third may start
+	<-entered
+	close(release)
+	wg.Wait()
+	if most != 2 {
+		t.Fatalf("%d password checks ran at once, want 2", most)
+	}
+}
