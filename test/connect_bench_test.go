@@ -85,12 +85,20 @@ func TestConnectThroughput(t *testing.T) {
 	}
 	med := make([]float64, len(kinds))
 	for i := range kinds {
-		slices.Sort(rates[i])
-		med[i] = rates[i][len(rates[i])/2]
+		sorted := slices.Sorted(slices.Values(rates[i]))
+		med[i] = sorted[len(sorted)/2]
 	}
 	ratio := med[1] / med[0]
-	t.Logf("fg 8x8, %d jobs, median of %d runs: direct %.0f jobs/s, through connect %.0f jobs/s: ratio %.2fx (target >= 0.7x)",
-		jobs, runs, med[0], med[1], ratio)
+	// Each round's own ratio too: on a shared machine the load changes
+	// between rounds more than between the two halves of one round.
+	paired := make([]float64, runs)
+	for i := range runs {
+		paired[i] = rates[1][i] / rates[0][i]
+	}
+	rounds := fmt.Sprintf("%.2f", paired)
+	slices.Sort(paired)
+	t.Logf("fg 8x8, %d jobs, median of %d runs: direct %.0f jobs/s, through connect %.0f jobs/s: ratio %.2fx; "+
+		"per-round ratios %s, median %.2fx (target >= 0.7x)", jobs, runs, med[0], med[1], ratio, rounds, paired[runs/2])
 	if os.Getenv("GEARPROXY_BENCH_ASSERT") != "" && ratio < 0.7 {
 		t.Errorf("target missed: %.2fx < 0.7x", ratio)
 	}
