@@ -51,6 +51,7 @@ type options struct {
 	memJobs    int
 	only       map[string]bool
 	proxy      bool
+	idleConns  int
 	strict     bool
 	jsonPath   string
 	gearmand   string
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.memJobs, "mem-jobs", 1000000, "background jobs queued (with no workers) to measure memory per job")
 	only := flag.String("only", "fg,bg,mem", "workloads to run: comma list of fg, bg, mem")
 	flag.BoolVar(&o.proxy, "proxy", false, "also compare the proxy (issue 4); skipped while `gearproxy run` is a placeholder")
+	flag.IntVar(&o.idleConns, "idle-conns", 10000, "with -proxy, idle client connections opened to measure memory per connection (0: skip)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed, not only on a verification failure")
 	flag.StringVar(&o.jsonPath, "json", "", "write every raw result and the summary to this file")
 	flag.StringVar(&o.gearmand, "gearmand", "/usr/sbin/gearmand", "gearmand binary")
@@ -233,6 +235,25 @@ func runProxyComparisons(ctx context.Context, e *env, o options, rep *report) er
 		return err
 	}
 	b.print(os.Stdout)
+
+	if o.idleConns > 0 {
+		fmt.Printf("\n== memory per idle client connection  [issue 4]\n")
+		for _, t := range []struct {
+			p      *proc
+			label  string
+			target float64
+		}{{bare, "gearmand", 0}, {proxyB, "proxy+2 bundled", 16 << 10}} {
+			r, err := measureIdle(ctx, t.p, t.label, o.idleConns, t.target)
+			if err != nil {
+				return err
+			}
+			r.print(os.Stdout)
+			rep.Idle = append(rep.Idle, r)
+			if r.Verdict == "MISS" {
+				rep.missed++
+			}
+		}
+	}
 	bare.stop()
 	proxyB.stop()
 	return nil
@@ -265,6 +286,7 @@ type report struct {
 	Runs     []runRecord   `json:"runs"`
 	Summary  []summaryRow  `json:"summary"`
 	Memory   *memoryResult `json:"memory,omitempty"`
+	Idle     []*idleResult `json:"idle,omitempty"`
 	failures []string
 	missed   int
 }
