@@ -226,10 +226,8 @@ func (s *Server) sortedFuncs() []*function {
 }
 
 func (s *Server) sortedJobs() []*job {
-	js := make([]*job, 0, len(s.jobs))
-	for _, j := range s.jobs {
-		js = append(js, j)
-	}
+	js := make([]*job, 0, s.jobs.len())
+	s.jobs.each(func(j *job) { js = append(js, j) })
 	slices.SortFunc(js, func(a, b *job) int {
 		switch {
 		case a.id < b.id:
@@ -251,7 +249,7 @@ func (s *Server) cancelJob(b []byte, h []byte) ([]byte, []uint64, bool) {
 	if !ok {
 		return b, nil, false
 	}
-	j := s.jobs[id]
+	j := s.jobs.get(id)
 	if j == nil {
 		return b, nil, false
 	}

@@ -173,7 +173,7 @@ func TestMemoryPerQueuedJob(t *testing.T) {
 	bw.Flush()
 	for {
 		s.mu.Lock()
-		got := len(s.jobs)
+		got := s.jobs.len()
 		s.mu.Unlock()
 		if got == n {
 			break

@@ -345,7 +345,7 @@ func (c *conn) workResult(p *protocol.Packet) {
 	s.mu.Lock()
 	var j *job
 	if id, ok := parseHandle(s.prefix, h); ok {
-		if jj := s.jobs[id]; jj != nil && jj.state == stRunning && jj.worker == c {
+		if jj := s.jobs.get(id); jj != nil && jj.state == stRunning && jj.worker == c {
 			j = jj
 		}
 	}
@@ -415,7 +415,7 @@ func (c *conn) getStatus(h []byte) {
 	defer s.mu.Unlock()
 	var j *job
 	if id, ok := parseHandle(s.prefix, h); ok {
-		j = s.jobs[id]
+		j = s.jobs.get(id)
 	}
 	known, running, num, den := "0", "0", "0", "0"
 	if j != nil {

@@ -21,7 +21,7 @@ func (s *Server) load() error {
 		if len(r.Unique) > maxUnique {
 			return fmt.Errorf("job %d: unique is %d bytes", r.ID, len(r.Unique))
 		}
-		if _, dup := s.jobs[r.ID]; dup {
+		if s.jobs.get(r.ID) != nil {
 			return fmt.Errorf("job %d: stored twice", r.ID)
 		}
 		f := s.function([]byte(r.Function))

@@ -96,7 +96,7 @@ func (s *Server) newJob(f *function, unique, data []byte, prio protocol.Priority
 	if len(unique) == 1 && unique[0] == '-' {
 		j.flags |= flagDataUnique
 	}
-	s.jobs[j.id] = j
+	s.jobs.put(j)
 	f.total++
 	f.indexUnique(j)
 	return j
@@ -307,7 +307,7 @@ func (s *Server) finish(j *job) (uint64, bool) {
 		return 0, false
 	}
 	j.state = stDone
-	delete(s.jobs, j.id)
+	s.jobs.del(j.id)
 	f.unindexUnique(j)
 	f.total--
 	j.eachClient(func(c *conn) {
@@ -321,7 +321,7 @@ func (s *Server) finish(j *job) (uint64, bool) {
 	if j.ext != nil {
 		j.ext.clients = nil
 	}
-	if s.graceful && len(s.jobs) == 0 {
+	if s.graceful && s.jobs.len() == 0 {
 		select {
 		case s.noJobs <- struct{}{}:
 		default:

@@ -71,7 +71,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	nextID    uint64
-	jobs      map[uint64]*job
+	jobs      jobTable
 	funcs     map[string]*function
 	conns     *conn // newest first
 	nconns    int
@@ -132,7 +132,6 @@ func New(opts Options) (*Server, error) {
 		store:     opts.Store,
 		now:       opts.Now,
 		nextID:    1,
-		jobs:      make(map[uint64]*job),
 		funcs:     make(map[string]*function),
 		listeners: make(map[net.Listener]struct{}),
 		done:      make(chan struct{}),
@@ -217,7 +216,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for l := range s.listeners {
 		l.Close()
 	}
-	empty := len(s.jobs) == 0
+	empty := s.jobs.len() == 0
 	s.mu.Unlock()
 	if !empty {
 		select {
@@ -254,11 +253,11 @@ func (s *Server) Close() error {
 		s.connWG.Wait()
 		s.persistWG.Wait()
 		s.mu.Lock()
-		for _, j := range s.jobs {
+		s.jobs.each(func(j *job) {
 			if j.ext != nil && j.ext.timer != nil {
 				j.ext.timer.Stop()
 			}
-		}
+		})
 		s.mu.Unlock()
 		if s.store != nil {
 			s.closeErr = s.store.Close()
