@@ -113,3 +113,25 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("WORK_COMPLETE %q", got)
 	}
 }
+
+// A session that was quiet long enough to give its read buffer back
+// reads its next request, and a pipelined burst after it, as before.
+func TestQuietSessionWakes(t *testing.T) {
+	srv, _, _ := startBundled(t, 2, nil)
+	addr := listen(t, srv, "local")
+	c := dial(t, addr)
+	for i := range 3 {
+		c.send(protocol.EchoReq, "before")
+		c.expect(protocol.EchoRes)
+		time.Sleep(shrinkAfter + 100*time.Millisecond)
+		for range 20 {
+			c.w.WritePacket(protocol.Req, protocol.EchoReq, bytes.Repeat([]byte{byte('a' + i)}, 1000))
+		}
+		c.w.Flush()
+		for range 20 {
+			if got := c.expect(protocol.EchoRes); got[0] != string(bytes.Repeat([]byte{byte('a' + i)}, 1000)) {
+				t.Fatal("echo garbled after the buffer came back")
+			}
+		}
+	}
+}

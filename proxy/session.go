@@ -129,19 +129,47 @@ func (s *session) serve() {
 	log.Debug("session closed", "reason", reason)
 }
 
+// pooledReader is a packet reader that sessions share while they are
+// quiet: it reads from whichever session's source it is lent to.
+type pooledReader struct {
+	r    *protocol.Reader
+	feed feed
+}
+
+type feed struct{ src io.Reader }
+
+func (f *feed) Read(p []byte) (int, error) { return f.src.Read(p) }
+
+func (srv *Server) getReader(src io.Reader) *pooledReader {
+	pr, _ := srv.readers.Get().(*pooledReader)
+	if pr == nil {
+		pr = &pooledReader{}
+		pr.r = protocol.NewReader(&pr.feed, protocol.ReaderOptions{Expect: protocol.Req, MaxData: srv.opts.MaxData, Text: true})
+	}
+	pr.feed.src = src
+	return pr
+}
+
+// putReader takes back a reader with nothing buffered.
+func (srv *Server) putReader(pr *pooledReader) {
+	pr.feed.src = nil
+	srv.readers.Put(pr)
+}
+
 func (s *session) readLoop() error {
-	var r *protocol.Reader
+	var pr *pooledReader
 	var p protocol.Packet
 	for {
-		if r == nil {
+		if pr == nil {
 			if err := s.src.waitFirstByte(s.srv.opts.IdleTimeout, s.busy); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					s.setReason("idle timeout")
 				}
 				return err
 			}
-			r = protocol.NewReader(s.src, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.srv.opts.MaxData, Text: true})
+			pr = s.srv.getReader(s.src)
 		}
+		r := pr.r
 		if r.Buffered() == 0 {
 			s.src.armed = true
 		}
@@ -149,8 +177,9 @@ func (s *session) readLoop() error {
 		s.src.armed = false
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && r.Buffered() == 0 {
-				// Quiet at a packet boundary: drop the buffer.
-				r = nil
+				// Quiet at a packet boundary: give the buffer back.
+				s.srv.putReader(pr)
+				pr = nil
 				continue
 			}
 			var fe *protocol.FrameError
