@@ -227,3 +227,74 @@ func TestDurableSubmitsAreConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A background job dropped at the retry limit leaves the store.
+func TestRetryLimitDropRemovesFromStore(t *testing.T) {
+	fs := newFakeStore()
+	_, addr := testServer(t, Options{Store: fs, JobRetries: 1})
+	c, w := dial(t, addr), dial(t, addr)
+	c.send(protocol.SubmitJobBg, "f", "u", "x")
+	c.expect(protocol.JobCreated, "H:test:1")
+	w.canDo("f")
+	w.send(protocol.GrabJob)
+	w.expect(protocol.JobAssign, "H:test:1")
+	w.nc.Close()
+	waitFor(t, func() bool { return len(fs.snapshot()) == 0 })
+	a := dial(t, addr)
+	if got := a.admin("status", true); got != "f\t0\t0\t0\n.\n" {
+		t.Fatalf("status: %q", got)
+	}
+}
+
+// With the real bbolt store: jobs acknowledged before a Close are all
+// there after a restart, in order, with their uniques.
+func TestRestartWithBoltStore(t *testing.T) {
+	dir := t.TempDir()
+	open := func() store.Store {
+		st, err := store.Open(dir, store.Options{Sync: store.SyncAlways})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	s1, addr := testServer(t, Options{Store: open()})
+	c := dial(t, addr)
+	for i := 0; i < 50; i++ {
+		typ := protocol.SubmitJobBg
+		if i%10 == 0 {
+			typ = protocol.SubmitJobHighBg
+		}
+		c.send(typ, "f", "u"+strconv.Itoa(i), strconv.Itoa(i))
+	}
+	for i := 0; i < 50; i++ {
+		c.expect(protocol.JobCreated, "H:test:"+strconv.Itoa(i+1))
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	_, addr = testServer(t, Options{Store: open()})
+	c, w := dial(t, addr), dial(t, addr)
+	c.send(protocol.SubmitJobBg, "f", "u7", "dup")
+	c.expect(protocol.JobCreated, "H:test:8")
+	c.send(protocol.SubmitJobBg, "f", "new", "x")
+	c.expect(protocol.JobCreated, "H:test:51")
+	w.canDo("f")
+	var order []string
+	for i := 0; i < 51; i++ {
+		w.send(protocol.GrabJobUniq)
+		r := w.expect(protocol.JobAssignUniq)
+		order = append(order, r.args[3])
+		w.send(protocol.WorkComplete, r.args[0], "")
+	}
+	want := []string{"0", "10", "20", "30", "40"}
+	for i := 1; i < 50; i++ {
+		if i%10 != 0 {
+			want = append(want, strconv.Itoa(i))
+		}
+	}
+	want = append(want, "x")
+	if strings.Join(order, ",") != strings.Join(want, ",") {
+		t.Fatalf("order after restart:\n got %v\nwant %v", order, want)
+	}
+}
