@@ -26,6 +26,8 @@ import (
 // fails on a missed target only with GEARPROXY_BENCH_ASSERT=1.
 //
 //	GEARPROXY_BENCH_CONNECT=1 go test -run TestConnectThroughput -v ./test/
+//
+// GEARPROXY_BENCH_CONNECT_PROFILE=FILE writes the sidecar's CPU profile.
 func TestConnectThroughput(t *testing.T) {
 	if os.Getenv("GEARPROXY_BENCH_CONNECT") == "" {
 		t.Skip("a benchmark: set GEARPROXY_BENCH_CONNECT=1")
@@ -34,7 +36,15 @@ func TestConnectThroughput(t *testing.T) {
 	jobs := envInt("GEARPROXY_BENCH_JOBS", 50000)
 	runs := envInt("GEARPROXY_BENCH_RUNS", 3)
 	up, _ := connectUpstream(t)
-	sidecar := startConnect(t, up, connectPassword, "-mechanism", "SCRAM-SHA-256", "-log-level", "warn")
+	extra := []string{"-mechanism", "SCRAM-SHA-256", "-log-level", "warn"}
+	if p := os.Getenv("GEARPROXY_BENCH_CONNECT_PROFILE"); p != "" {
+		// Written when the sidecar stops on SIGTERM at the end.
+		extra = append(extra, "-cpuprofile", p)
+	}
+	sidecar := startConnect(t, up, connectPassword, extra...)
+	if os.Getenv("GEARPROXY_BENCH_CONNECT_PROFILE") != "" {
+		defer sidecar.Stop(ioTimeout)
+	}
 
 	direct := func(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -66,6 +76,7 @@ func TestConnectThroughput(t *testing.T) {
 	// Rounds alternate the two so that a noisy neighbour hurts both alike.
 	for run := range runs {
 		for i, k := range kinds {
+			cpuBefore := processCPU(sidecar.Pid)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			res, err := bench.Run(ctx, bench.Config{Servers: []string{k.addr}, Mode: bench.Foreground,
 				Clients: 8, Pipeline: 8, Workers: 4, Jobs: jobs, Dial: k.dial,
@@ -79,7 +90,14 @@ func TestConnectThroughput(t *testing.T) {
 				res.WriteText(&b)
 				t.Fatalf("%s: jobs did not check out:\n%s", k.name, b.String())
 			}
-			t.Logf("run %d: %-26s %9.0f jobs/s", run+1, k.name, res.JobsPerSec)
+			cpu := ""
+			if i == 1 {
+				// The sidecar's own cost, which the machine's load
+				// does not change much: CPU time per job.
+				cpu = fmt.Sprintf(" (gearproxy connect: %.1f us CPU per job)",
+					float64((processCPU(sidecar.Pid)-cpuBefore).Microseconds())/float64(res.Jobs))
+			}
+			t.Logf("run %d: %-26s %9.0f jobs/s%s", run+1, k.name, res.JobsPerSec, cpu)
 			rates[i] = append(rates[i], res.JobsPerSec)
 		}
 	}
@@ -102,4 +120,19 @@ func TestConnectThroughput(t *testing.T) {
 	if os.Getenv("GEARPROXY_BENCH_ASSERT") != "" && ratio < 0.7 {
 		t.Errorf("target missed: %.2fx < 0.7x", ratio)
 	}
+}
+
+// processCPU is the user + system CPU time a process has used so far, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count after its ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

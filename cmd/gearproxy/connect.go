@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,7 @@ func runConnect(args []string, _ io.Writer, stderr io.Writer) int {
 	authTimeout := fs.Duration("auth-timeout", connect.DefaultAuthTimeout, "bound on dial + TLS handshake + SASL per connection")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long relays may go on before they are closed")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file` until the sidecar stops")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -118,6 +120,17 @@ func runConnect(args []string, _ io.Writer, stderr io.Writer) int {
 		return fail("-user %s has no password: use -password-file or %s", creds.Username, passwordEnv)
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fail("-cpuprofile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail("-cpuprofile: %v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	sc, err := connect.New(connect.Config{Server: *server, TLS: tc, Credentials: creds,
 		MaxConnections: *maxConns, AuthTimeout: *authTimeout, Logger: log})
 	if err != nil {
