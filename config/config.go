@@ -60,6 +60,9 @@ type Listener struct {
 	// MaxConnections caps concurrent connections on this listener; zero
 	// means the global limit only.
 	MaxConnections int `toml:"max_connections"`
+	// MaxAuthFailures closes a connection after that many failed
+	// authentications; zero means 3.
+	MaxAuthFailures int `toml:"max_auth_failures"`
 
 	TLS  *TLS  `toml:"tls"`
 	ACME *ACME `toml:"acme"`
@@ -71,6 +74,9 @@ type TLS struct {
 	Key        string `toml:"key"`
 	ClientCA   string `toml:"client_ca"`
 	ClientAuth string `toml:"client_auth"` // none | request | require
+	// CertMapping names the certificate fields that map a verified
+	// client certificate to a user, tried in order: cn, dns, uri.
+	CertMapping []string `toml:"cert_mapping"`
 }
 
 // ACME obtains a listener's certificate automatically.
@@ -105,8 +111,11 @@ type User struct {
 	Namespace      string   `toml:"namespace"`
 	MaxConnections int      `toml:"max_connections"`
 	MaxPayload     int      `toml:"max_payload"`
-	Allow          Rules    `toml:"allow"`
-	Deny           Rules    `toml:"deny"`
+	// Disabled keeps the user in the file but lets it in nowhere; a
+	// reload that disables a user closes its sessions.
+	Disabled bool  `toml:"disabled"`
+	Allow    Rules `toml:"allow"`
+	Deny     Rules `toml:"deny"`
 }
 
 // Group gives its members rules and a namespace.
@@ -488,6 +497,7 @@ func (c *Config) validate(file string, data []byte) Errors {
 	if c.Limits.MaxOutput < 64<<10 {
 		add(toml.Key{"limits", "max_output"}, 0, "max_output %d: at least 65536", c.Limits.MaxOutput)
 	}
+	errs = append(errs, c.validateSecurity(file, lines)...)
 	return errs
 }
 

@@ -69,7 +69,7 @@ client_ca = "ca.pem"
 client_auth = "request"
 [[user]]
 name = "alice"
-password = "SCRAM-SHA-256$4096:x"
+password = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"
 certificates = ["CN=alice-worker"]
 groups = ["imaging"]
 namespace = "{user}."
@@ -85,6 +85,11 @@ name = "imaging"
 [group.allow]
 work = ["img.*"]
 `
+	// The certificate files must exist: a missing one is an error.
+	t.Chdir(t.TempDir())
+	for _, f := range []string{"server.pem", "server.key", "ca.pem"} {
+		os.WriteFile(f, nil, 0o600)
+	}
 	c, err := Parse("c.toml", []byte(in))
 	if err != nil {
 		t.Fatal(err)
