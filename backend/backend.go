@@ -28,10 +28,10 @@ func TCPDialer(addr string) Dialer {
 }
 
 // PipeDialer connects to an in-process job server: serve is its ServeConn,
-// handed the server end of a net.Pipe on every dial.
+// handed the server end of a buffered in-memory Pipe on every dial.
 func PipeDialer(serve func(net.Conn)) Dialer {
 	return func(ctx context.Context) (net.Conn, error) {
-		client, server := net.Pipe()
+		client, server := Pipe()
 		go serve(server)
 		return client, nil
 	}
