@@ -352,3 +352,19 @@ func waitClosedPort(addr string) error {
 	}
 	return fmt.Errorf("%s still accepts connections", addr)
 }
+
+// TestConnectPasswordFromEnv: without -password-file the password comes
+// from GEARPROXY_PASSWORD.
+func TestConnectPasswordFromEnv(t *testing.T) {
+	t.Parallel()
+	requirePeer(t, "gearmand")
+	up, _ := connectUpstream(t)
+	s := startServer(t, "connect", "env", "GEARPROXY_PASSWORD="+connectPassword, gearproxyBinary(t),
+		"connect", "-listen", "{addr}", "-server", up.Addr, "-server-name", up.ServerName, "-ca", up.CAFile, "-user", connectUser)
+	c := dialRaw(t, s.Addr)
+	c.Send(protocol.EchoReq, "env")
+	c.Expect(protocol.EchoRes, "env")
+	if logLines(s, "relay open", "user="+connectUser) == 0 {
+		t.Fatalf("no relay open:\n%s", s.Log())
+	}
+}

@@ -104,6 +104,10 @@ func runConnect(args []string, _ io.Writer, stderr io.Writer) int {
 		if err != nil {
 			return fail("-password-file: %v", err)
 		}
+		if fi, err := os.Stat(*passwordFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(stderr, "gearproxy connect: warning: -password-file %s is readable by others (mode %v): chmod 600 it\n",
+				*passwordFile, fi.Mode().Perm())
+		}
 		creds.Password, _, _ = strings.Cut(string(b), "\n")
 		creds.Password = strings.TrimSuffix(creds.Password, "\r")
 	} else {
