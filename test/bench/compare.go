@@ -244,7 +244,7 @@ func (c *comparison) summarize(w *workload, m metric) summaryRow {
 }
 
 func (c *comparison) print(out io.Writer) {
-	fmt.Fprintf(out, "%-28s %14s %16s %8s  %-9s %s   (ratio = %s / %s, median of rounds)\n",
+	fmt.Fprintf(out, "%-28s %16s %16s %8s  %-9s %s   (ratio = %s / %s, median of rounds)\n",
 		"", c.base.label, c.cand.label, "ratio", "target", "", c.cand.label, c.base.label)
 	for _, w := range c.workloads {
 		fmt.Fprintln(out, w.name)
@@ -254,7 +254,7 @@ func (c *comparison) print(out io.Writer) {
 			for i, x := range r.Ratios {
 				ratios[i] = fmt.Sprintf("%.2f", x)
 			}
-			fmt.Fprintf(out, "  %-26s %14s %16s %7.2fx  %-9s %-4s  rounds: %s\n",
+			fmt.Fprintf(out, "  %-26s %16s %16s %7.2fx  %-9s %-4s  rounds: %s\n",
 				m.name, r.base, r.cand, r.Ratio, r.Target, r.Verdict, strings.Join(ratios, " "))
 		}
 	}
@@ -335,6 +335,6 @@ func measureMemory(ctx context.Context, e *env, o options, rep *report) (*memory
 
 func (m *memoryResult) print(out io.Writer) {
 	fmt.Fprintf(out, "  %s: %s\n  bundled: %s\n", m.Baseline, m.details[0], m.details[1])
-	fmt.Fprintf(out, "%-28s %14s %16s %8s  %-9s\n", "", m.Baseline, "bundled", "ratio", "target")
-	fmt.Fprintf(out, "  %-26s %13.0fB %15.0fB %7.2fx  %-9s %s\n", "memory per queued job", m.Gearmand, m.Bundled, m.Ratio, "<= 0.50x", m.Verdict)
+	fmt.Fprintf(out, "%-28s %16s %16s %8s  %-9s\n", "", m.Baseline, "bundled", "ratio", "target")
+	fmt.Fprintf(out, "  %-26s %15.0fB %15.0fB %7.2fx  %-9s %s\n", "memory per queued job", m.Gearmand, m.Bundled, m.Ratio, "<= 0.50x", m.Verdict)
 }
