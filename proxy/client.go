@@ -10,7 +10,6 @@ import (
 
 	"github.com/gearproxy/gearproxy/backend"
 	"github.com/gearproxy/gearproxy/protocol"
-	"github.com/gearproxy/gearproxy/router"
 )
 
 // dispatch handles one packet from the peer, on the reader goroutine. The
@@ -129,11 +128,10 @@ func (srv *Server) waitingClients(p *pool, unique, backendCount []byte) []byte {
 
 func unknownStatus(h []byte) func([]byte) []byte {
 	return func(dst []byte) []byte {
+		zero := []byte{'0'}
 		return protocol.AppendPacket(dst, protocol.Res, protocol.StatusRes, h, zero, zero, zero, zero)
 	}
 }
-
-var zero = []byte("0")
 
 // maxUnique is the longest unique ID libgearman can hold (64-byte buffer
 // with its NUL).
@@ -177,6 +175,7 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 	unique := bytes.Clone(p.Arg(0))
 	seq := s.reserve()
 	unknown := func(dst []byte) []byte {
+		zero := []byte{'0'}
 		return protocol.AppendPacket(dst, protocol.Res, protocol.StatusResUnique, unique, zero, zero, zero, zero, zero)
 	}
 	var (
@@ -258,4 +257,3 @@ func (s *session) setClientID(id []byte) {
 	}
 }
 
-var _ = router.MaxHandle
