@@ -304,6 +304,23 @@ worker: job php_coalesce_two_clients.f first reverse
 worker: worker done: ping true`,
 		},
 		scenario{
+			name:  "php_worker_id_in_workers",
+			needs: []string{"php", "gearadmin"},
+			run: func(e *env) {
+				f := e.fn("f")
+				w := e.phpWorker(f, "reverse", 1)
+				e.waitStatus(f, "a worker", func(_, _, workers int) bool { return workers == 1 })
+				e.adminList("workers", e.gearadmin("--workers"))
+				e.logResult("client", e.php("php_client.php", e.Target.Addr, "do1", f), false)
+				e.logResult("worker", w.Wait(toolTimeout), false)
+			},
+			want: `
+workers: <fd> 127.0.0.1 php-php_worker_id_in_workers.f : php_worker_id_in_workers.f
+client: doNormal: 'x' rc=SUCCESS
+worker: job php_worker_id_in_workers.f x reverse
+worker: worker done: ping true`,
+		},
+		scenario{
 			name:  "php_tasks_every_callback",
 			needs: php,
 			run: func(e *env) {
