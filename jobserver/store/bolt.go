@@ -31,7 +31,7 @@ const (
 	DefaultLockTimeout        = 200 * time.Millisecond
 	DefaultMaxPending         = 1 << 16
 	DefaultCheckpointBytes    = 32 << 20
-	DefaultCheckpointInterval = time.Second
+	DefaultCheckpointInterval = 10 * time.Second
 )
 
 // formatVersion is the layout of buckets and keys; valueVersion (codec.go)

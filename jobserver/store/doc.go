@@ -20,9 +20,9 @@
 // (Adds arrive already encoded) and the committer appends everything queued
 // since its last write to the log as one frame, with one fdatasync: while
 // one sync is in flight the next frame fills, so under load a single sync
-// carries many jobs. Every second, or every 32 MiB, a checkpoint applies
-// the log to bbolt in one transaction; a job that was added and ended
-// within one log never reaches bbolt. The applied log file is then reused
+// carries many jobs. Every 32 MiB, or 10 seconds after its first change,
+// a checkpoint applies the log to bbolt in one transaction; a job that was
+// added and ended within one log never reaches bbolt. The applied log file is then reused
 // for a later generation: overwriting allocated blocks makes each sync
 // flush only data. If checkpoints fall a whole log behind, log writes wait
 // for them, so the log a crash leaves stays within about 64 MiB.
