@@ -51,6 +51,9 @@ type sample struct {
 	serverCPU      time.Duration
 	genCPU         time.Duration
 	serverSwitches int64
+	// procCPU is each process's share of serverCPU, by name (a proxy and
+	// its backends, a relay and its gearmand).
+	procCPU map[string]float64
 }
 
 func perJob(d time.Duration, s sample) float64 {
@@ -149,7 +152,7 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 				}
 				w.samples[i] = append(w.samples[i], s)
 				rep.Runs = append(rep.Runs, runRecord{Comparison: c.title, Side: sides[i].label, Workload: w.name,
-					Round: round, ServerCPU: s.serverCPU.Seconds(), GenCPU: s.genCPU.Seconds(), Result: s.res})
+					Round: round, ServerCPU: s.serverCPU.Seconds(), ProcCPU: s.procCPU, GenCPU: s.genCPU.Seconds(), Result: s.res})
 				if !s.res.OK() {
 					rep.failures = append(rep.failures, fmt.Sprintf("%s, %s, round %d: lost %d duplicated %d mismatched %d failed %d %q",
 						sides[i].label, w.name, round, s.res.Lost, s.res.Duplicated, s.res.Mismatched, s.res.Failed, s.res.Errors))
@@ -157,6 +160,9 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 				if o.verbose {
 					fmt.Printf("-- %s, %s, round %d\n", sides[i].label, w.name, round)
 					s.res.WriteText(stdoutIndent{})
+					for name, sec := range s.procCPU {
+						fmt.Printf("   CPU %s: %.1fµs/job\n", name, sec*1e6/float64(max(s.res.Jobs, 1)))
+					}
 				} else {
 					fmt.Print(".")
 				}
@@ -193,9 +199,11 @@ func (c *comparison) once(ctx context.Context, s *side, cfg bench.Config) (sampl
 	if err != nil {
 		return sample{}, fmt.Errorf("%s: %w", s.label, err)
 	}
-	smp := sample{res: res, genCPU: cpuTime(0) - gen0}
+	smp := sample{res: res, genCPU: cpuTime(0) - gen0, procCPU: map[string]float64{}}
 	for i, p := range s.procs {
-		smp.serverCPU += cpuTime(p.cmd.Process.Pid) - before[i]
+		d := cpuTime(p.cmd.Process.Pid) - before[i]
+		smp.serverCPU += d
+		smp.procCPU[p.name] = d.Seconds()
 		switches += ctxSwitches(p.cmd.Process.Pid)
 	}
 	smp.serverSwitches = switches

@@ -111,7 +111,7 @@ func run(o options) int {
 		return fail(err)
 	}
 
-	rep := &report{started: time.Now(), args: os.Args[1:]}
+	rep := &report{started: time.Now(), args: os.Args[1:], tree: treeState(ctx)}
 	rep.header(os.Stdout)
 
 	gm, err := e.startBaseline(ctx, e.baselineLabel())
@@ -283,6 +283,7 @@ func fail(err error) int {
 type report struct {
 	started  time.Time
 	args     []string
+	tree     string
 	Runs     []runRecord   `json:"runs"`
 	Summary  []summaryRow  `json:"summary"`
 	Memory   *memoryResult `json:"memory,omitempty"`
@@ -292,19 +293,36 @@ type report struct {
 }
 
 type runRecord struct {
-	Comparison string        `json:"comparison"`
-	Side       string        `json:"side"`
-	Workload   string        `json:"workload"`
-	Round      int           `json:"round"`
-	ServerCPU  float64       `json:"server_cpu_s"`
-	GenCPU     float64       `json:"generator_cpu_s"`
-	Result     *bench.Result `json:"result"`
+	Comparison string             `json:"comparison"`
+	Side       string             `json:"side"`
+	Workload   string             `json:"workload"`
+	Round      int                `json:"round"`
+	ServerCPU  float64            `json:"server_cpu_s"`
+	ProcCPU    map[string]float64 `json:"process_cpu_s"`
+	GenCPU     float64            `json:"generator_cpu_s"`
+	Result     *bench.Result      `json:"result"`
 }
 
 func (r *report) header(w io.Writer) {
 	fmt.Fprintf(w, "gearproxy server comparison  %s  (go run ./test/bench %s)\n",
 		r.started.UTC().Format("2006-01-02 15:04 UTC"), strings.Join(r.args, " "))
-	fmt.Fprintf(w, "host: %d CPUs, load average %s\n", runtime.NumCPU(), loadavg())
+	fmt.Fprintf(w, "host: %d CPUs, load average %s; gearproxy built from %s\n", runtime.NumCPU(), loadavg(), r.tree)
+}
+
+// treeState names the commit the measured gearproxy was built from, and
+// whether the work tree had changes on top of it (they are in the build).
+func treeState(ctx context.Context) string {
+	head, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "an unknown tree"
+	}
+	s := strings.TrimSpace(string(head))
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
+		if n := strings.Count(string(st), "\n"); n > 0 {
+			s += fmt.Sprintf(" + %d modified files", n)
+		}
+	}
+	return s
 }
 
 func (r *report) footer(w io.Writer) {
