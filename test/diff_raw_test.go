@@ -1421,6 +1421,33 @@ client: WORK_FAIL "H1"
 worker: ERROR "JOB_NOT_FOUND" "Job given in work result not found"`,
 		},
 		scenario{
+			name: "raw_submit_job_sched_runs",
+			run: func(e *env) {
+				f := e.fn("f")
+				w := e.worker("worker", f)
+				w.Send(P.PreSleep)
+				due := time.Now().Truncate(time.Minute).Add(time.Minute)
+				c := e.dial("client")
+				c.Send(P.SubmitJobSched, f, "", itoa(int64(due.Minute())), "*", "*", "*", "*", "next minute")
+				c.recv()
+				w.quiet(time.Until(due) + quietWait)
+				if time.Now().Before(due) {
+					e.Logf("worker: woken %s before the job is due", time.Until(due).Round(time.Second))
+				}
+				w.Send(P.GrabJob)
+				w.recv()
+			},
+			want: `
+client: ERROR "INVALID_COMMAND" "Command not expected"
+worker: (nothing)
+worker: NO_JOB`,
+			gearproxyWants: `
+client: JOB_CREATED "H1"
+worker: NOOP
+worker: JOB_ASSIGN "H1" "raw_submit_job_sched_runs.f" "next minute"`,
+			why: "SUBMIT_JOB_SCHED runs once at the next minute that matches its fields and wakes sleeping workers then; gearmand 1.1.20 never implemented it",
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")
