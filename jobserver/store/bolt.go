@@ -506,6 +506,7 @@ func (b *Bolt) run() {
 	var (
 		busy    bool         // a checkpoint is running
 		waiters []chan error // Load calls waiting for everything in bbolt
+		retryAt time.Time    // no checkpoint before this, after one failed
 		timer   = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
@@ -517,6 +518,7 @@ func (b *Bolt) run() {
 			// the replay at Open, stay within about two CheckpointBytes.
 			busy = false
 			if !b.checkpointed(<-b.ckptDone, &waiters) {
+				retryAt = time.Now().Add(time.Second)
 				b.mu.Lock()
 				closing := b.closed
 				b.mu.Unlock()
@@ -548,11 +550,11 @@ func (b *Bolt) run() {
 		if b.unsynced && b.broken == nil && (closing || now.Sub(b.lastSync) >= b.opts.BatchWindow && b.opts.Sync == SyncBatch) {
 			b.syncLog()
 		}
-		if !busy && len(b.ckptOps) > 0 && b.broken == nil &&
+		if !busy && len(b.ckptOps) > 0 && b.broken == nil && (closing || !now.Before(retryAt)) &&
 			(closing || len(waiters) > 0 || b.walSize >= b.opts.CheckpointBytes || now.Sub(b.ckptSince) >= b.opts.CheckpointInterval) {
 			if err := b.rotate(); err != nil {
 				b.log.Error("checkpoint: cannot start a new write-ahead log", "err", err)
-				b.ckptSince = now // try again after an interval
+				retryAt = now.Add(time.Second)
 				for _, w := range waiters {
 					w <- err
 				}
@@ -574,7 +576,9 @@ func (b *Bolt) run() {
 				go func() { b.ckptDone <- b.checkpoint(ops, gens, next) }()
 			}
 		}
-		if !busy && len(b.ckptOps) == 0 {
+		if !busy && (len(b.ckptOps) == 0 || b.broken != nil) {
+			// Everything is in bbolt, or nothing more will be: a broken
+			// log takes no checkpoint, and Load must not wait for one.
 			for _, w := range waiters {
 				w <- b.broken
 			}
@@ -595,8 +599,12 @@ func (b *Bolt) run() {
 		if b.unsynced && b.opts.Sync == SyncBatch {
 			wait = min(wait, time.Until(b.lastSync.Add(b.opts.BatchWindow)))
 		}
-		if len(b.ckptOps) > 0 && !busy {
-			wait = min(wait, time.Until(b.ckptSince.Add(b.opts.CheckpointInterval)))
+		if len(b.ckptOps) > 0 && !busy && b.broken == nil {
+			due := b.ckptSince.Add(b.opts.CheckpointInterval)
+			if retryAt.After(due) {
+				due = retryAt
+			}
+			wait = min(wait, time.Until(due))
 		}
 		if wait <= 0 {
 			continue
@@ -614,8 +622,11 @@ func (b *Bolt) run() {
 			waiters = append(waiters, w)
 		case r := <-b.ckptDone:
 			busy = false
-			if !b.checkpointed(r, &waiters) && closing {
-				return
+			if !b.checkpointed(r, &waiters) {
+				if closing {
+					return
+				}
+				retryAt = time.Now().Add(time.Second)
 			}
 		}
 		if !timer.Stop() {

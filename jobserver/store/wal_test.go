@@ -379,3 +379,34 @@ func TestRecycledLogIgnoresOldFrames(t *testing.T) {
 		t.Errorf("recovered %d jobs, %v...; want 51..160", len(got), got[:min(5, len(got))])
 	}
 }
+
+// TestBrokenLogRefusesAdds: once a log write fails, no later Add is
+// acknowledged (a torn frame could hide the frames after it), Load and
+// Close report it instead of waiting, and what was written before is
+// recovered.
+func TestBrokenLogRefusesAdds(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, noCheckpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(&Job{ID: 1, Function: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	s.wal.Close() // the next write fails
+	for id := uint64(2); id <= 3; id++ {
+		if err := s.Add(&Job{ID: id, Function: "f"}); err == nil || !strings.Contains(err.Error(), "write-ahead log") {
+			t.Errorf("Add %d after the log broke: %v, want a write-ahead log error", id, err)
+		}
+	}
+	if err := s.Load(func(*Job) error { return nil }); err == nil {
+		t.Error("Load on a broken store succeeded")
+	}
+	if err := s.Close(); err == nil {
+		t.Error("Close of a broken store reported nothing")
+	}
+	r := openT(t, dir, Options{})
+	if got := ids(loadAll(t, r)); !slices.Equal(got, []uint64{1}) {
+		t.Errorf("recovered %v, want [1]", got)
+	}
+}
