@@ -28,9 +28,10 @@ var certFields = map[string]string{"cn": "CN", "dns": "DNS", "uri": "URI"}
 var verifierRe = regexp.MustCompile(`^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$`)
 
 // CertLogin reports whether a verified client certificate alone logs in on
-// this listener: it has a client CA and asks for client certificates.
+// this listener: it has a client CA and asks for client certificates
+// (client_auth defaults to "request" when client_ca is set).
 func (t *TLS) CertLogin() bool {
-	return t != nil && t.ClientCA != "" && t.ClientAuth != "" && t.ClientAuth != "none"
+	return t != nil && t.ClientCA != "" && t.ClientAuth != "none"
 }
 
 // CertMappingFields returns cert_mapping as the auth package names the

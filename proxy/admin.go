@@ -39,7 +39,8 @@ func (s *session) admin(p *protocol.Packet) {
 	go func() {
 		ctx, cancel := context.WithTimeout(s.srv.ctx, adminTimeout)
 		defer cancel()
-		out := s.srv.adminReply(ctx, s, cmd, args)
+		out := s.srv.adminReply(ctx, s, cmd, s.adminArgs(cmd, args))
+		out = s.filterAdmin(cmd, args, out)
 		s.fill(seq, func(dst []byte) []byte { return append(dst, out...) })
 	}()
 }

@@ -66,11 +66,15 @@ func permissionDenied(v Verb, name []byte) func([]byte) []byte {
 }
 
 func (s *session) submit(p *protocol.Packet) {
-	fn, unique, data := p.Arg(0), p.Arg(1), p.Data()
-	if !s.ident.Allow(Submit, fn) {
-		s.answer(permissionDenied(Submit, fn))
+	if !s.ident.Allow(Submit, p.Arg(0)) {
+		s.answer(permissionDenied(Submit, p.Arg(0)))
 		return
 	}
+	var tenant protocol.Packet
+	if p = s.admitSubmit(p, &tenant); p == nil {
+		return
+	}
+	fn, unique, data := p.Arg(0), p.Arg(1), p.Data()
 	if len(unique) > maxUnique {
 		// gearmand truncates a 64-byte unique silently, and the same
 		// unique must mean the same job on every backend: refuse it,
@@ -178,6 +182,11 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 		zero := []byte{'0'}
 		return protocol.AppendPacket(dst, protocol.Res, protocol.StatusResUnique, unique, zero, zero, zero, zero, zero)
 	}
+	asked, ok := s.statusUnique(unique)
+	if !ok {
+		s.fill(seq, unknown)
+		return
+	}
 	var (
 		mu      sync.Mutex
 		pending int
@@ -210,13 +219,14 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 	for k, l := range links {
 		pl := pools[k]
 		err := l.Request(func(dst []byte) []byte {
-			return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatusUnique, unique)
+			return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatusUnique, asked)
 		}, func(r *protocol.Packet) {
 			mu.Lock()
 			defer mu.Unlock()
 			if r != nil && r.Type == protocol.StatusResUnique && len(r.Args) == 6 && string(r.Args[1]) != "0" && found == nil {
 				args := append([][]byte(nil), r.Args...)
-				args[5] = s.srv.waitingClients(pl, unique, args[5])
+				args[0] = unique // as the client named it, without the namespace
+				args[5] = s.srv.waitingClients(pl, asked, args[5])
 				found = protocol.AppendPacket(nil, protocol.Res, protocol.StatusResUnique, args...)
 			}
 			if pending--; pending == 0 {
@@ -256,4 +266,3 @@ func (s *session) setClientID(id []byte) {
 		w.sendAll(protocol.SetClientID, id)
 	}
 }
-

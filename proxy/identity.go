@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"net"
+
+	"github.com/gearproxy/gearproxy/auth"
 )
 
 // Verb is what a user asks to do, as ACLs name it.
@@ -46,6 +48,12 @@ type Identity struct {
 	// Access decides for everyone else. Nil denies everything: ACLs fail
 	// closed.
 	Access Access
+	// Namespace prefixes the user's function names and unique IDs on
+	// the way to a backend and is stripped on the way back, so tenants
+	// neither see, coalesce with, nor query each other's jobs.
+	Namespace auth.Namespace
+	// MaxPayload caps the data of one submit (0: only the packet limit).
+	MaxPayload int64
 }
 
 // Allow reports whether the identity may do v on name.

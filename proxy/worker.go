@@ -316,6 +316,7 @@ func (w *worker) assigned(i int, p *protocol.Packet) {
 	var args [8][]byte
 	a := append(args[:0], p.Args...)
 	t := p.Type
+	w.s.outAssign(t, a)
 	w.s.fillLocked(seq, func(dst []byte) []byte {
 		start := len(dst)
 		dst = protocol.AppendPacket(dst, protocol.Res, t)
@@ -436,6 +437,9 @@ func (s *session) ability(p *protocol.Packet) {
 		s.answer(permissionDenied(Work, fn))
 		return
 	}
+	var tenant protocol.Packet
+	p = s.inAbility(p, &tenant)
+	fn = p.Arg(0)
 	w := s.ensureWorker()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -20,7 +20,8 @@ import (
 )
 
 // runProxy is `gearproxy` and `gearproxy run [-config FILE]`: it runs the
-// proxy until SIGINT or SIGTERM.
+// proxy until SIGINT or SIGTERM; SIGHUP reloads users, ACLs and
+// certificates.
 func runProxy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -142,25 +143,26 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 		log.Warn("listening before every backend is up", "err", err)
 	}
 	cancel()
-	for _, l := range cfg.Listeners {
-		if l.User == "" {
-			return fmt.Errorf("listener %s: authentication is not available yet: set user = \"...\"", l.Address)
-		}
-		u, ok := cfg.User(l.User)
-		if !ok {
-			return fmt.Errorf("listener %s: user %q is not configured", l.Address, l.User)
+	sec, err := newSecurity(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	for i, l := range cfg.Listeners {
+		gate, err := sec.gate(cfg, i)
+		if err != nil {
+			return err
 		}
 		addr, err := srv.Listen(l.Address, proxy.Listener{
-			Auth:           proxy.FixedUser{User: u.Name, Superuser: u.Superuser},
+			Auth:           gate,
 			AuthTimeout:    l.AuthTimeout.Duration,
 			MaxConnections: l.MaxConnections,
 		})
 		if err != nil {
 			return err
 		}
-		log.Info("listening", "addr", addr.String(), "user", u.Name)
+		log.Info("listening", "addr", addr.String(), "user", l.User, "tls", l.TLS != nil, "sasl", l.SASL)
 	}
-	<-ctx.Done()
+	sec.waitReloads(ctx, cfg.File)
 	log.Info("shutting down")
 	if err := srv.Close(); err != nil && !errors.Is(err, proxy.ErrClosed) {
 		return err
