@@ -38,10 +38,6 @@ type conn struct {
 
 	killOnce sync.Once
 	persist  chan struct{} // semaphore of durable submits in flight
-	// dirty lists other connections this one's reader queued output for
-	// during its current burst; it writes them itself when the burst
-	// ends (see outbox.flushFor). Owned by the reader goroutine.
-	dirty []*conn
 
 	// Guarded by Server.mu.
 	prev, next *conn
@@ -204,16 +200,11 @@ func (fr flushingReader) Read(b []byte) (int, error) {
 	return fr.c.nc.Read(b)
 }
 
-// flushAll writes the replies of the burst just handled, then what the
-// burst queued for other connections.
-func (c *conn) flushAll() {
-	c.out.flush()
-	for i, d := range c.dirty {
-		d.out.flushFor()
-		c.dirty[i] = nil
-	}
-	c.dirty = c.dirty[:0]
-}
+// flushAll writes the replies of the burst just handled. Output for
+// other connections (WORK_* to clients, NOOP to workers) is left to their
+// writer goroutines: writing it here put a client's write on the worker's
+// critical path and cost more CPU per job than the goroutine switch.
+func (c *conn) flushAll() { c.out.flush() }
 
 // frameError answers a framing error: an ERROR packet naming the cause,
 // or an ERR line for a bad admin line.
@@ -259,30 +250,6 @@ func (c *conn) send(fn func([]byte) []byte) {
 	if err := c.out.Append(fn); err != nil {
 		c.dead = true
 		c.kill(err)
-	}
-}
-
-// sendFrom queues output for c produced by src's reader (nil: by some
-// other goroutine). Instead of waking c's writer goroutine, src writes it
-// after its burst. Server.mu must be held.
-func (c *conn) sendFrom(src *conn, fn func([]byte) []byte) {
-	if src == nil || src == c || c.dead || len(c.chain) > 0 {
-		c.send(fn)
-		return
-	}
-	kick, err := c.out.appendNoKick(fn)
-	if err != nil {
-		c.dead = true
-		c.kill(err)
-		return
-	}
-	if kick {
-		for _, d := range src.dirty {
-			if d == c {
-				return
-			}
-		}
-		src.dirty = append(src.dirty, c)
 	}
 }
 

@@ -189,7 +189,7 @@ func (c *conn) submit(p *protocol.Packet) {
 		c.attachTo(j)
 	}
 	if !durable {
-		s.enqueueFrom(j, c)
+		s.enqueue(j)
 		id := j.id
 		c.send(func(b []byte) []byte { return s.appendJobCreated(b, id) })
 		s.mu.Unlock()
@@ -367,7 +367,7 @@ func (c *conn) workResult(p *protocol.Packet) {
 	case protocol.WorkData, protocol.WorkWarning, protocol.WorkComplete:
 		typ, data := p.Type, p.Data()
 		j.eachClient(func(cl *conn) {
-			cl.sendFrom(c, func(b []byte) []byte { return protocol.AppendPacket(b, protocol.Res, typ, h, data) })
+			cl.send(func(b []byte) []byte { return protocol.AppendPacket(b, protocol.Res, typ, h, data) })
 		})
 		if typ == protocol.WorkComplete {
 			removeID, remove = s.finish(j)
@@ -378,7 +378,7 @@ func (c *conn) workResult(p *protocol.Packet) {
 		x.numerator = strconv.FormatUint(uint64(uint32(atoi(num))), 10)
 		x.denominator = strconv.FormatUint(uint64(uint32(atoi(den))), 10)
 		j.eachClient(func(cl *conn) {
-			cl.sendFrom(c, func(b []byte) []byte {
+			cl.send(func(b []byte) []byte {
 				return protocol.AppendPacket(b, protocol.Res, protocol.WorkStatus, h, num, den)
 			})
 		})
@@ -386,20 +386,20 @@ func (c *conn) workResult(p *protocol.Packet) {
 		data := p.Data()
 		j.eachClient(func(cl *conn) {
 			if cl.exceptions {
-				cl.sendFrom(c, func(b []byte) []byte {
+				cl.send(func(b []byte) []byte {
 					return protocol.AppendPacket(b, protocol.Res, protocol.WorkException, h, data)
 				})
 			} else {
 				// gearmand sends "handle\0" here, which hangs the
 				// gearman CLI and kills Perl's client: send a clean
 				// WORK_FAIL.
-				cl.sendFrom(c, func(b []byte) []byte { return protocol.AppendPacket(b, protocol.Res, protocol.WorkFail, h) })
+				cl.send(func(b []byte) []byte { return protocol.AppendPacket(b, protocol.Res, protocol.WorkFail, h) })
 			}
 		})
 		removeID, remove = s.finish(j)
 	case protocol.WorkFail:
 		j.eachClient(func(cl *conn) {
-			cl.sendFrom(c, func(b []byte) []byte { return protocol.AppendPacket(b, protocol.Res, protocol.WorkFail, h) })
+			cl.send(func(b []byte) []byte { return protocol.AppendPacket(b, protocol.Res, protocol.WorkFail, h) })
 		})
 		removeID, remove = s.finish(j)
 	}

@@ -10,14 +10,14 @@ import (
 )
 
 // outbox is a connection's bounded output queue, like protocol.Outbox,
-// with one addition that halves the latency of a request and its reply:
-// the connection's own reader writes the replies to a burst of requests
+// with one addition that saves a goroutine switch per reply: the
+// connection's own reader writes the replies to a burst of requests
 // itself once it has handled the burst (flush), instead of handing them
-// to the writer goroutine and paying for a goroutine switch. Output
-// queued by other connections (WORK_* to a client, NOOP to a worker)
-// still goes through the writer goroutine, so no connection ever blocks
-// on another's socket. Only one goroutine writes at a time, taking the
-// whole queue, so bytes leave in the order they were queued.
+// to the writer goroutine. Output queued by other connections (WORK_* to
+// a client, NOOP to a worker) goes through the writer goroutine, so no
+// connection ever blocks on another's socket. Only one goroutine writes
+// at a time, taking the whole queue, so bytes leave in the order they
+// were queued.
 type outbox struct {
 	nc    net.Conn
 	limit int
@@ -34,17 +34,19 @@ type outbox struct {
 	closed  bool
 	err     error
 	wake    chan struct{}
+	// deadline is the write deadline set on nc, touched only by the
+	// goroutine that is writing.
+	deadline time.Time
 }
 
 // inlineWriteTimeout bounds how long a reader writes its own replies: a
 // peer that does not read gets the rest through the writer goroutine,
 // and the reader goes back to reading, so the output limit still cuts
-// the peer off instead of the server waiting on it.
+// the peer off instead of the server waiting on it. The deadline is
+// renewed only when less than half of it is left, sparing a timer update
+// per write; the reader is thus held for at most this long and at least
+// half of it.
 const inlineWriteTimeout = 100 * time.Millisecond
-
-// otherWriteTimeout bounds a reader's write of another connection's
-// output (see flushFor).
-const otherWriteTimeout = 5 * time.Millisecond
 
 func newOutbox(nc net.Conn, limit int) *outbox {
 	_, socket := nc.(syscall.Conn)
@@ -62,22 +64,11 @@ func (o *outbox) signal() {
 // with protocol.ErrOutboxFull when the peer is not reading, after which
 // the connection must be closed.
 func (o *outbox) Append(fn func([]byte) []byte) error {
-	kick, err := o.appendNoKick(fn)
-	if kick {
-		o.signal()
-	}
-	return err
-}
-
-// appendNoKick appends like Append but reports instead of acting on it
-// that the queue needs a writer (it was idle and nobody will flush it),
-// so that the caller can flush it itself after its burst.
-func (o *outbox) appendNoKick(fn func([]byte) []byte) (bool, error) {
 	o.mu.Lock()
 	if o.err != nil {
 		err := o.err
 		o.mu.Unlock()
-		return false, err
+		return err
 	}
 	before := len(o.pending)
 	o.pending = fn(o.pending)
@@ -86,11 +77,14 @@ func (o *outbox) appendNoKick(fn func([]byte) []byte) (bool, error) {
 		o.err = protocol.ErrOutboxFull
 		o.mu.Unlock()
 		o.signal()
-		return false, protocol.ErrOutboxFull
+		return protocol.ErrOutboxFull
 	}
 	kick := before == 0 && !o.busy && !o.writing
 	o.mu.Unlock()
-	return kick, nil
+	if kick {
+		o.signal()
+	}
+	return nil
 }
 
 // begin marks the reader busy with a burst of requests: replies wait for
@@ -115,51 +109,43 @@ func (o *outbox) flush() {
 		o.signal()
 		return
 	}
-	o.write(inlineWriteTimeout) // unlocks
+	o.write(true) // unlocks
 }
 
-// flushFor writes, from another connection's reader, output that reader
-// queued here during its burst, unless this connection's own reader or
-// writer will. The write is bounded by a short deadline: a peer that
-// does not read costs the other connection at most that once.
-func (o *outbox) flushFor() {
-	o.mu.Lock()
-	if o.busy || o.writing || len(o.pending) == 0 || o.err != nil {
-		o.mu.Unlock()
-		return
-	}
-	if !o.inline {
-		o.mu.Unlock()
-		o.signal()
-		return
-	}
-	o.write(otherWriteTimeout) // unlocks
-}
-
-// write sends the whole queue; o.mu is held on entry and released.
-func (o *outbox) write(timeout time.Duration) {
-	inline := timeout > 0
+// write sends the whole queue; o.mu is held on entry and released. An
+// inline write (by the reader) is bounded by the deadline; the writer
+// goroutine waits as long as it takes, until the output limit or Close
+// ends the connection.
+func (o *outbox) write(inline bool) {
 	buf := o.pending
 	o.pending = o.spare[:0]
 	o.spare = nil
 	o.writing = true
 	o.mu.Unlock()
 	if inline {
-		o.nc.SetWriteDeadline(time.Now().Add(timeout))
+		if now := time.Now(); o.deadline.Sub(now) < inlineWriteTimeout/2 {
+			o.deadline = now.Add(inlineWriteTimeout)
+			o.nc.SetWriteDeadline(o.deadline)
+		}
 	}
 	n, err := o.nc.Write(buf)
-	if inline {
-		o.nc.SetWriteDeadline(time.Time{})
+	for !inline && isTimeout(err) && !o.deadline.IsZero() {
+		// The reader's deadline, still set: the writer goroutine has
+		// none.
+		buf = buf[n:]
+		o.deadline = time.Time{}
+		o.nc.SetWriteDeadline(o.deadline)
+		n, err = o.nc.Write(buf)
 	}
 	o.mu.Lock()
 	o.writing = false
-	if ne, ok := err.(net.Error); ok && inline && ne.Timeout() {
+	if inline && isTimeout(err) {
 		// Hand the rest to the writer goroutine, ahead of newer output.
 		o.pending = append(append(make([]byte, 0, len(buf)-n+len(o.pending)), buf[n:]...), o.pending...)
 		err = nil
 		buf = nil
 	}
-	if cap(buf) <= 1<<20 && buf != nil {
+	if buf != nil && cap(buf) <= 1<<20 {
 		o.spare = buf[:0]
 	}
 	if err != nil && o.err == nil {
@@ -173,6 +159,11 @@ func (o *outbox) write(timeout time.Duration) {
 	if more {
 		o.signal()
 	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
 }
 
 // run is the writer goroutine. It returns after close once everything
@@ -190,7 +181,7 @@ func (o *outbox) run() error {
 			continue
 		}
 		if len(o.pending) > 0 && (!o.busy || o.closed) {
-			o.write(0)
+			o.write(false)
 			continue
 		}
 		done := o.closed && len(o.pending) == 0

@@ -103,10 +103,7 @@ func (s *Server) newJob(f *function, unique, data []byte, prio protocol.Priority
 }
 
 // enqueue makes a job runnable, or holds it until its time. Server.mu held.
-func (s *Server) enqueue(j *job) { s.enqueueFrom(j, nil) }
-
-// enqueueFrom is enqueue by src's reader, which sends the wake-ups.
-func (s *Server) enqueueFrom(j *job, src *conn) {
+func (s *Server) enqueue(j *job) {
 	if w := j.when(); w != 0 && w > s.now().Unix() {
 		j.state = stDelayed
 		j.fn.delayed[j.prio]++
@@ -118,17 +115,15 @@ func (s *Server) enqueueFrom(j *job, src *conn) {
 	}
 	j.state = stQueued
 	j.fn.queue[j.prio].push(j)
-	s.wakeFrom(j.fn, src)
+	s.wake(j.fn)
 }
 
 // wake sends NOOP to every sleeping worker of f that has not had one.
-func (s *Server) wake(f *function) { s.wakeFrom(f, nil) }
-
-func (s *Server) wakeFrom(f *function, src *conn) {
+func (s *Server) wake(f *function) {
 	for _, w := range f.workers {
 		if w.sleeping && !w.noopSent {
 			w.noopSent = true
-			w.sendFrom(src, appendNoop)
+			w.send(appendNoop)
 		}
 	}
 }
