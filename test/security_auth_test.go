@@ -1,0 +1,70 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gearproxy/gearproxy/client"
+)
+
+// A worker logged in with SCRAM-SHA-256 and a client with PLAIN, both over
+// TLS through `gearproxy run`: the job goes round, and the worker sees the
+// function and unique as the client named them, without alice's namespace.
+func TestSecurityTLSRoundTrip(t *testing.T) {
+	t.Parallel()
+	sp := startSecureProxy(t, newTestPKI(t, "ca"), "")
+	sp.startWorker(t, "alice", "img.resize")
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256"} {
+		c := sp.dial(t, "alice", mech)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := c.Do(ctx, client.Job{Function: "img.resize", Unique: "u-" + mech, Data: []byte("cat.png")})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", mech, err)
+		}
+		if want := "alice:img.resize:u-" + mech + ":cat.png"; string(out) != want {
+			t.Fatalf("%s: result %q, want %q", mech, out, want)
+		}
+	}
+	sp.waitLog(t, "auth.success", "user=alice", "mechanism=SCRAM-SHA-256")
+}
+
+// A wrong password and an unknown user get the same refusal; the audit log
+// says which it was.
+func TestSecurityWrongPasswordAndUnknownUser(t *testing.T) {
+	t.Parallel()
+	sp := startSecureProxy(t, newTestPKI(t, "ca"), "")
+	refusal := func(user, password, mech string) *client.AuthError {
+		cfg := sp.clientConfig(user, mech)
+		cfg.Credentials.Password = password
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := client.Dial(ctx, cfg)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s/%s with %s: logged in", user, password, mech)
+		}
+		var ae *client.AuthError
+		if !errors.As(err, &ae) {
+			t.Fatalf("%s with %s: %v, want an AuthError", user, mech, err)
+		}
+		return ae
+	}
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256"} {
+		wrong := refusal("alice", "not-alice", mech)
+		unknown := refusal("mallory", "mallory", mech)
+		if wrong.Code != "AUTH_FAILED" || *wrong != *unknown {
+			t.Fatalf("%s: wrong password %+v, unknown user %+v: want the same AUTH_FAILED", mech, wrong, unknown)
+		}
+	}
+	sp.waitLog(t, "auth.failure", "user=mallory")
+	sp.waitLog(t, "auth.failure", "user=alice")
+	// Others are unaffected.
+	sp.startWorker(t, "bob", "img.x")
+	if out, err := sp.dial(t, "bob", "").Do(context.Background(), client.Job{Function: "img.x", Data: []byte("d")}); err != nil || !strings.HasPrefix(string(out), "bob:img.x") {
+		t.Fatalf("bob after the failures: %q %v", out, err)
+	}
+}
