@@ -51,6 +51,9 @@ func TestDetectsFaults(t *testing.T) {
 		{"fg mismatch", Foreground, faultMismatch, func(r *Result) bool { return r.Mismatched == 1 && r.Jobs == 199 }},
 		{"fg duplicate", Foreground, faultDuplicate, func(r *Result) bool { return r.Duplicated == 1 && r.Jobs == 200 }},
 		{"fg loss", Foreground, faultLose, func(r *Result) bool { return r.Lost == 1 && r.Jobs == 199 }},
+		{"fg result before JOB_CREATED", Foreground, faultEarly, func(r *Result) bool {
+			return r.Mismatched == 1 && r.Lost == 0 && r.Duplicated == 0 && r.Jobs == 199
+		}},
 		{"bg mismatch", Background, faultMismatch, func(r *Result) bool { return r.Mismatched == 1 && r.Lost == 1 }},
 		{"bg duplicate", Background, faultDuplicate, func(r *Result) bool { return r.Duplicated == 1 && r.Jobs == 200 }},
 		{"bg loss", Background, faultLose, func(r *Result) bool { return r.Lost == 1 && r.Jobs == 199 }},
@@ -87,9 +90,35 @@ func TestConfigErrors(t *testing.T) {
 		"bad unique":       {Servers: []string{"x"}, Unique: "nope"},
 		"bg needs jobs":    {Servers: []string{"x"}, Mode: Background, Duration: time.Second},
 		"no workers in fg": {Servers: []string{"x"}, Workers: -1},
+		"bad priority":     {Servers: []string{"x"}, Priority: "urgent"},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// TestSubmitTypes pins the packet each mode and priority submits with; an
+// unset priority is normal.
+func TestSubmitTypes(t *testing.T) {
+	cfg, err := Config{Servers: []string{"x"}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := submitType(cfg.Mode, cfg.Priority); got != protocol.SubmitJob {
+		t.Errorf("default config submits with %s, want SUBMIT_JOB", got)
+	}
+	for _, c := range []struct {
+		m    Mode
+		p    Priority
+		want protocol.Type
+	}{
+		{Foreground, PriorityHigh, protocol.SubmitJobHigh}, {Foreground, PriorityLow, protocol.SubmitJobLow},
+		{Background, PriorityNormal, protocol.SubmitJobBg}, {Background, PriorityHigh, protocol.SubmitJobHighBg},
+		{Background, PriorityLow, protocol.SubmitJobLowBg},
+	} {
+		if got := submitType(c.m, c.p); got != c.want {
+			t.Errorf("%s %s: %s, want %s", c.m, c.p, got, c.want)
 		}
 	}
 }
@@ -208,8 +237,8 @@ func TestAgainstGearmand(t *testing.T) {
 	addr := gearmand(t)
 	for _, cfg := range []Config{
 		{Mode: Foreground},
-		{Mode: Foreground, Unique: UniqueDuplicated, Priority: protocol.High},
-		{Mode: Foreground, Unique: UniqueNone, Priority: protocol.Low, Duration: 200 * time.Millisecond},
+		{Mode: Foreground, Unique: UniqueDuplicated, Priority: PriorityHigh},
+		{Mode: Foreground, Unique: UniqueNone, Priority: PriorityLow, Duration: 200 * time.Millisecond},
 		{Mode: Background, Clients: 4, Pipeline: 32},
 		{Mode: Background, Unique: UniqueDuplicated},
 		{Mode: Echo},

@@ -33,6 +33,8 @@ func makeHandleKey(h []byte) (handleKey, bool) {
 type slot struct {
 	key   uint64
 	start time.Time
+	// early is set when the job's result came before its JOB_CREATED.
+	early bool
 }
 
 // fifo is a ring of slot indexes: requests waiting for a reply that comes
@@ -209,6 +211,11 @@ func (cl *client) handle(p *protocol.Packet, now time.Time) {
 			cl.finish(s, now)
 			return
 		}
+		if cl.slots[s].early {
+			// Already counted as a mismatch when its result came.
+			cl.release(s)
+			return
+		}
 		k, ok := makeHandleKey(p.Arg(0))
 		if !ok {
 			cl.mismatched++
@@ -297,13 +304,28 @@ func (cl *client) finish(s int32, now time.Time) {
 	cl.release(s)
 }
 
-// stray classifies a WORK_COMPLETE for no job in flight: a second result
-// for a job of ours that already finished is a duplicate, anything else a
-// mismatch.
+// stray classifies a WORK_COMPLETE for no job in flight: the result of a
+// job still waiting for its JOB_CREATED breaks the reply order libgearman
+// relies on; a second result for a job of ours that already finished is a
+// duplicate; anything else is a mismatch.
 func (cl *client) stray(data []byte) {
 	run, key, ok := readHeader(data, resultXOR)
 	mine := cl.r.cfg.Unique == UniqueDuplicated || int(key>>laneShift) == cl.lane
-	if ok && run == cl.r.nonce && mine && key&seqMask < cl.seq {
+	if !ok || run != cl.r.nonce || !mine {
+		cl.mismatched++
+		return
+	}
+	q := &cl.inOrder
+	for i := 0; i < q.n; i++ {
+		s := q.buf[(q.head+i)%len(q.buf)]
+		if cl.slots[s].key == key && !cl.slots[s].early {
+			cl.slots[s].early = true
+			cl.mismatched++
+			cl.r.errorf("%s: WORK_COMPLETE before JOB_CREATED", cl.name())
+			return
+		}
+	}
+	if key&seqMask < cl.seq {
 		cl.dup++
 		return
 	}

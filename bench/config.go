@@ -38,6 +38,15 @@ const (
 	UniqueDuplicated UniqueMode = "duplicated"
 )
 
+// Priority is a job priority by name, as the flags spell it.
+type Priority string
+
+const (
+	PriorityHigh   Priority = "high"
+	PriorityNormal Priority = "normal"
+	PriorityLow    Priority = "low"
+)
+
 // Dialer opens one connection to a job server, ready for Gearman packets.
 // A TLS or SASL dialer does its handshake and authentication here, so the
 // load logic only ever sees an established stream.
@@ -85,8 +94,9 @@ type Config struct {
 	// Unique picks the unique IDs; default random.
 	Unique UniqueMode
 	// Priority picks SUBMIT_JOB, _HIGH or _LOW (and their _BG forms);
-	// default normal.
-	Priority protocol.Priority
+	// default normal. (A name, not protocol.Priority, whose zero value is
+	// High.)
+	Priority Priority
 	// Function is the function name; default "gearproxy_bench".
 	Function string
 	// Timeout ends the run when no job makes progress for this long; the
@@ -127,6 +137,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Unique == "" {
 		c.Unique = UniqueRandom
 	}
+	if c.Priority == "" {
+		c.Priority = PriorityNormal
+	}
 	if c.Function == "" {
 		c.Function = "gearproxy_bench"
 	}
@@ -141,8 +154,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("bench: unknown mode %q (want fg, bg or echo)", c.Mode)
 	case c.Unique != UniqueRandom && c.Unique != UniqueNone && c.Unique != UniqueDuplicated:
 		return c, fmt.Errorf("bench: unknown unique mode %q (want random, none or duplicated)", c.Unique)
-	case c.Priority > protocol.Low:
-		return c, fmt.Errorf("bench: unknown priority %d", c.Priority)
+	case c.Priority != PriorityHigh && c.Priority != PriorityNormal && c.Priority != PriorityLow:
+		return c, fmt.Errorf("bench: unknown priority %q (want high, normal or low)", c.Priority)
 	case c.Clients < 0 || c.Pipeline < 0 || c.Jobs < 0 || c.Duration < 0 || c.Timeout < 0:
 		return c, errors.New("bench: clients, pipeline, jobs, duration and timeout must not be negative")
 	case c.Workers < -1:
@@ -163,34 +176,21 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// ParsePriority reads "high", "normal" or "low".
-func ParsePriority(s string) (protocol.Priority, error) {
-	switch s {
-	case "high":
-		return protocol.High, nil
-	case "normal", "":
-		return protocol.Normal, nil
-	case "low":
-		return protocol.Low, nil
-	}
-	return 0, fmt.Errorf("unknown priority %q (want high, normal or low)", s)
-}
-
 // submitType is the packet a client submits jobs with.
-func submitType(m Mode, p protocol.Priority) protocol.Type {
+func submitType(m Mode, p Priority) protocol.Type {
 	if m == Background {
 		switch p {
-		case protocol.High:
+		case PriorityHigh:
 			return protocol.SubmitJobHighBg
-		case protocol.Low:
+		case PriorityLow:
 			return protocol.SubmitJobLowBg
 		}
 		return protocol.SubmitJobBg
 	}
 	switch p {
-	case protocol.High:
+	case PriorityHigh:
 		return protocol.SubmitJobHigh
-	case protocol.Low:
+	case PriorityLow:
 		return protocol.SubmitJobLow
 	}
 	return protocol.SubmitJob

@@ -23,6 +23,8 @@ const (
 	faultDuplicate
 	// faultLose drops one result (fg) or one queued job (bg).
 	faultLose
+	// faultEarly sends one fg job's correct result before its JOB_CREATED.
+	faultEarly
 )
 
 // faultAt is the job (counted from 1) the fault hits, past the first
@@ -171,8 +173,15 @@ func (s *fakeServer) submit(c *fakeConn, bg bool, unique, data []byte) {
 		wake = append(wake, w)
 	}
 	clear(s.sleeping)
-	s.mu.Unlock()
+	// JOB_CREATED leaves before a worker can see the job, so that it
+	// always precedes the job's WORK_COMPLETE, as on gearmand.
+	if s.fault == faultEarly && !bg && j.n == faultAt {
+		s.queue = s.queue[:len(s.queue)-1]
+		delete(s.jobs, string(j.handle))
+		c.send(protocol.WorkComplete, j.handle, transform(nil, j.data))
+	}
 	c.send(protocol.JobCreated, j.handle)
+	s.mu.Unlock()
 	for _, w := range wake {
 		w.send(protocol.Noop)
 	}

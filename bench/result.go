@@ -17,7 +17,7 @@ type Result struct {
 	Pipeline int        `json:"pipeline"`
 	Payload  int        `json:"payload"`
 	Unique   UniqueMode `json:"unique"`
-	Priority string     `json:"priority"`
+	Priority Priority   `json:"priority"`
 	Function string     `json:"function"`
 
 	// Jobs is the number of jobs (or echoes) that completed and checked

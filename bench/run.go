@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{
 		Mode: cfg.Mode, Servers: cfg.Servers, Clients: cfg.Clients, Workers: cfg.Workers,
 		Pipeline: cfg.Pipeline, Payload: cfg.Payload, Unique: cfg.Unique,
-		Priority: cfg.Priority.String(), Function: cfg.Function,
+		Priority: cfg.Priority, Function: cfg.Function,
 	}
 	switch cfg.Mode {
 	case Background:

@@ -66,11 +66,6 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(servers) == 0 {
 		servers = serverList{"127.0.0.1:4730"}
 	}
-	prio, err := bench.ParsePriority(*priority)
-	if err != nil {
-		fmt.Fprintf(stderr, "gearproxy bench: %v\n", err)
-		return 2
-	}
 	cfg := bench.Config{
 		Servers:  servers,
 		Mode:     bench.Mode(*mode),
@@ -81,7 +76,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		Jobs:     *jobs,
 		Duration: *duration,
 		Unique:   bench.UniqueMode(*unique),
-		Priority: prio,
+		Priority: bench.Priority(*priority),
 		Function: *function,
 		Timeout:  *timeout,
 		Dial:     bench.DialTCP,
