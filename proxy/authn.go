@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 
@@ -44,8 +45,10 @@ func (g *Gate) Authenticate(ctx context.Context, nc net.Conn) (Authenticated, er
 		r, err := g.Auth.AuthenticateConn(ctx, nc)
 		if err != nil {
 			// A SASL failure was audited by the conversation itself;
-			// the rest (TLS, packets before authentication, time) here.
-			if !errors.Is(err, auth.ErrAuthFailed) {
+			// the rest (TLS, packets before authentication, time) here,
+			// except a peer that hung up first: port probes and load
+			// balancer health checks do that all day.
+			if !errors.Is(err, auth.ErrAuthFailed) && !errors.Is(err, io.EOF) {
 				g.Audit.AuthFailure("", source, g.Name, "", err.Error())
 			}
 			return Authenticated{}, err
@@ -56,6 +59,9 @@ func (g *Gate) Authenticate(ctx context.Context, nc net.Conn) (Authenticated, er
 		if g.TLS != nil {
 			tc := tls.Server(nc, g.TLS.Config())
 			if err := tc.HandshakeContext(ctx); err != nil {
+				if errors.Is(err, io.EOF) {
+					return Authenticated{}, fmt.Errorf("TLS handshake: %w", err)
+				}
 				g.Audit.AuthFailure("", source, g.Name, "", "TLS handshake: "+err.Error())
 				return Authenticated{}, fmt.Errorf("TLS handshake: %w", err)
 			}

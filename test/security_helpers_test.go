@@ -292,7 +292,14 @@ func (sp *secureProxy) waitLog(t testing.TB, parts ...string) string {
 }
 
 func (sp *secureProxy) tlsConfig(certs ...tls.Certificate) *tls.Config {
-	return &tls.Config{RootCAs: sp.pki.Pool, ServerName: "127.0.0.1", Certificates: certs}
+	cfg := &tls.Config{RootCAs: sp.pki.Pool, ServerName: "127.0.0.1"}
+	if len(certs) > 0 {
+		// Always present it: with Certificates, crypto/tls would
+		// quietly send nothing when the server's CA list does not
+		// match, and a bad certificate would never reach the proxy.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &certs[0], nil }
+	}
+	return cfg
 }
 
 // clientConfig is a Go client of the TLS listener as user/password.
