@@ -63,12 +63,10 @@ func perJob(d time.Duration, s sample) float64 {
 	return float64(d) / float64(s.res.Jobs)
 }
 
-var (
-	jobsPerSec  = func(f float64) string { return fmt.Sprintf("%.0f", f) }
-	duration    = func(f float64) string { return time.Duration(f).Round(10 * time.Microsecond).String() }
-	cpuPerJob   = func(f float64) string { return fmt.Sprintf("%.1fµs", f/1e3) }
-	twoDecimals = func(f float64) string { return fmt.Sprintf("%.2f", f) }
-)
+func jobsPerSec(f float64) string  { return fmt.Sprintf("%.0f", f) }
+func duration(f float64) string    { return time.Duration(f).Round(10 * time.Microsecond).String() }
+func cpuPerJob(f float64) string   { return fmt.Sprintf("%.1fµs", f/1e3) }
+func twoDecimals(f float64) string { return fmt.Sprintf("%.2f", f) }
 
 func throughput(target float64) metric {
 	return metric{name: "jobs/s", value: func(s sample) float64 { return s.res.JobsPerSec }, format: jobsPerSec, higherBetter: true, target: target}
@@ -78,13 +76,20 @@ func p99(target float64) metric {
 	return metric{name: "p99 latency", value: func(s sample) float64 { return float64(s.res.Latency.P99) }, format: duration, target: target}
 }
 
-var (
+// The informational rows: no target, read for the why behind a ratio.
+func infoMetrics() (serverCPU, switches, genCPU metric) {
 	serverCPU = metric{name: "server CPU per job", value: func(s sample) float64 { return perJob(s.serverCPU, s) }, format: cpuPerJob}
-	switches  = metric{name: "server ctx switches per job", value: func(s sample) float64 { return perJob(time.Duration(s.serverSwitches), s) }, format: twoDecimals}
-	genCPU    = metric{name: "generator CPU per job", value: func(s sample) float64 { return perJob(s.genCPU, s) }, format: cpuPerJob}
-	submitPS  = metric{name: "  submit jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Submit) }, format: jobsPerSec, higherBetter: true}
-	drainPS   = metric{name: "  drain jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Drain) }, format: jobsPerSec, higherBetter: true}
-)
+	switches = metric{name: "server ctx switches per job", value: func(s sample) float64 { return perJob(time.Duration(s.serverSwitches), s) }, format: twoDecimals}
+	genCPU = metric{name: "generator CPU per job", value: func(s sample) float64 { return perJob(s.genCPU, s) }, format: cpuPerJob}
+	return
+}
+
+// phaseMetrics are bg's submit and drain rates.
+func phaseMetrics() (submit, drain metric) {
+	submit = metric{name: "  submit jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Submit) }, format: jobsPerSec, higherBetter: true}
+	drain = metric{name: "  drain jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Drain) }, format: jobsPerSec, higherBetter: true}
+	return
+}
 
 func phaseRate(p *bench.Phase) float64 {
 	if p == nil {
@@ -94,6 +99,7 @@ func phaseRate(p *bench.Phase) float64 {
 }
 
 func fgWorkload(o options, target float64) *workload {
+	serverCPU, switches, genCPU := infoMetrics()
 	return &workload{
 		name: "fg: 8 clients x 8 in flight, 4 workers, 100 B",
 		cfg: bench.Config{Mode: bench.Foreground, Clients: 8, Pipeline: 8, Workers: 4, Payload: 100,
@@ -108,6 +114,8 @@ func issue2Workloads(o options, target float64) []*workload {
 		ws = append(ws, fgWorkload(o, target))
 	}
 	if o.only["bg"] {
+		serverCPU, switches, genCPU := infoMetrics()
+		submitPS, drainPS := phaseMetrics()
 		ws = append(ws, &workload{
 			name: fmt.Sprintf("bg: %dk jobs by 4 clients x 32 in flight, drained by 4 workers, 100 B", o.bgJobs/1000),
 			cfg: bench.Config{Mode: bench.Background, Clients: 4, Pipeline: 32, Workers: 4, Payload: 100,
