@@ -34,22 +34,34 @@ type Link struct {
 	head    int
 	closed  bool
 
+	// direct links (to an in-process server over Pipe, whose writes do
+	// not wait for the reader) write in the caller's goroutine instead
+	// of handing every packet to a writer goroutine. wmu orders those
+	// writes; it is taken before mu and never inside it.
+	direct bool
+	wmu    sync.Mutex
+	wbuf   []byte
+
 	done chan struct{}
 }
 
 func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose func(error)) *Link {
 	l := &Link{
 		conn:    conn,
-		out:     protocol.NewOutbox(conn, outputLimit),
 		handler: handler,
 		onClose: onClose,
 		done:    make(chan struct{}),
 	}
-	go func() {
-		if err := l.out.Run(); err != nil {
-			l.fail(err)
-		}
-	}()
+	if _, ok := conn.(*memConn); ok {
+		l.direct = true
+	} else {
+		l.out = protocol.NewOutbox(conn, outputLimit)
+		go func() {
+			if err := l.out.Run(); err != nil {
+				l.fail(err)
+			}
+		}()
+	}
 	go l.readLoop(maxData)
 	return l
 }
@@ -104,6 +116,26 @@ func (l *Link) pop() func(*protocol.Packet) {
 // call, or with nil when the link dies before the reply arrives. encode
 // appends the request to the link's output buffer (see Outbox.Append).
 func (l *Link) Request(encode func([]byte) []byte, reply func(*protocol.Packet)) error {
+	if l.direct {
+		l.wmu.Lock()
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			l.wmu.Unlock()
+			return ErrDown
+		}
+		l.waiting = append(l.waiting, reply)
+		l.mu.Unlock()
+		err := l.writeLocked(encode)
+		l.wmu.Unlock()
+		if err != nil {
+			// The request is owed a reply now: failing the link
+			// answers it with nil, on another goroutine since the
+			// caller may hold the locks that reply takes.
+			go l.fail(err)
+		}
+		return nil
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -118,16 +150,39 @@ func (l *Link) Request(encode func([]byte) []byte, reply func(*protocol.Packet))
 	}
 	l.mu.Unlock()
 	if err != nil {
-		l.fail(err)
+		go l.fail(err)
 		return ErrDown
 	}
 	return nil
 }
 
+func (l *Link) writeLocked(encode func([]byte) []byte) error {
+	l.wbuf = encode(l.wbuf[:0])
+	_, err := l.conn.Write(l.wbuf)
+	if cap(l.wbuf) > 64<<10 {
+		l.wbuf = nil
+	}
+	return err
+}
+
 // Send queues a packet that gets no reply.
 func (l *Link) Send(encode func([]byte) []byte) error {
+	if l.direct {
+		l.wmu.Lock()
+		if l.Closed() {
+			l.wmu.Unlock()
+			return ErrDown
+		}
+		err := l.writeLocked(encode)
+		l.wmu.Unlock()
+		if err != nil {
+			go l.fail(err)
+			return ErrDown
+		}
+		return nil
+	}
 	if err := l.out.Append(encode); err != nil {
-		l.fail(err)
+		go l.fail(err)
 		return ErrDown
 	}
 	return nil
@@ -143,13 +198,15 @@ func (l *Link) Packet(t protocol.Type, args ...[]byte) error {
 // closeFlush for that, and closes the link; replies still owed are
 // answered with nil.
 func (l *Link) Close() {
-	l.out.Close()
-	t := time.NewTimer(closeFlush)
-	select {
-	case <-l.out.Done():
-	case <-t.C:
+	if l.out != nil {
+		l.out.Close()
+		t := time.NewTimer(closeFlush)
+		select {
+		case <-l.out.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
-	t.Stop()
 	l.fail(ErrDown)
 }
 
@@ -180,7 +237,9 @@ func (l *Link) fail(err error) {
 	owed := l.waiting[l.head:]
 	l.waiting, l.head = nil, 0
 	l.mu.Unlock()
-	l.out.Close()
+	if l.out != nil {
+		l.out.Close()
+	}
 	l.conn.Close()
 	for _, reply := range owed {
 		reply(nil)
