@@ -107,6 +107,13 @@ type Config struct {
 	Dial Dialer
 }
 
+// Validate reports the first invalid field of c, as Run would, so that a
+// command can tell a usage error from a failed run.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults returns c with every zero field set to its default, or an
 // error naming the first invalid field.
 func (c Config) withDefaults() (Config, error) {

@@ -84,6 +84,11 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if cfg.Mode == bench.Echo {
 		cfg.Workers = 0
 	}
+	if err := cfg.Validate(); err != nil {
+		// bench's errors already start with "bench:".
+		fmt.Fprintf(stderr, "gearproxy %v\n", err)
+		return 2
+	}
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
