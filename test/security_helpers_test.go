@@ -129,6 +129,7 @@ type secureProxy struct {
 	TLSAddr   string
 	PlainAddr string
 	Config    string
+	CertFile  string
 	pki       *testPKI
 	head      string // everything but the users
 }
@@ -202,7 +203,7 @@ func startSecureProxy(t testing.TB, pki *testPKI, extraListener string) *secureP
 		if err != nil {
 			t.Fatal(err)
 		}
-		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), Config: filepath.Join(dir, "gearproxy.toml"), pki: pki}
+		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), Config: filepath.Join(dir, "gearproxy.toml"), CertFile: certFile, pki: pki}
 		sp.head = fmt.Sprintf(`data_dir = %q
 handle_key = "security-test"
 
