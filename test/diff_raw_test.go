@@ -1448,6 +1448,43 @@ worker: JOB_ASSIGN "H1" "raw_submit_job_sched_runs.f" "next minute"`,
 			why: "SUBMIT_JOB_SCHED runs once at the next minute that matches its fields and wakes sleeping workers then; gearmand 1.1.20 never implemented it",
 		},
 		scenario{
+			name: "raw_empty_arguments",
+			run: func(e *env) {
+				c := e.dial("client")
+				for _, p := range [][]byte{
+					Packet(P.EchoReq, ""),
+					Packet(P.SubmitJobBg, e.fn("f"), "", ""),
+					Packet(P.SubmitJobBg, "", "", "no function"),
+					Packet(P.GetStatus, ""),
+					Packet(P.GetStatusUnique, ""),
+					Packet(P.SetClientID, ""),
+					Packet(P.OptionReq, "exceptions"),
+					Packet(P.OptionReq, "exceptions"),
+				} {
+					c.Write(p)
+					c.quiet(quietWait)
+				}
+				w := e.dial("worker")
+				w.Send(P.CanDo, "")
+				w.Send(P.CanDo, e.fn("f"))
+				w.Send(P.GrabJobUniq)
+				w.recv()
+				w.Send(P.GrabJobUniq)
+				w.recv()
+			},
+			want: `
+client: ECHO_RES ""
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: STATUS_RES "" "0" "0" "0" "0"
+client: STATUS_RES_UNIQUE "" "0" "0" "0" "0" "0"
+client: (nothing)
+client: OPTION_RES "exceptions"
+client: OPTION_RES "exceptions"
+worker: JOB_ASSIGN_UNIQ "H1" "raw_empty_arguments.f" "" ""
+worker: JOB_ASSIGN_UNIQ "H2" "" "" "no function"`,
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")
