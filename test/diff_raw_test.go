@@ -1485,6 +1485,137 @@ worker: JOB_ASSIGN_UNIQ "H1" "raw_empty_arguments.f" "" ""
 worker: JOB_ASSIGN_UNIQ "H2" "" "" "no function"`,
 		},
 		scenario{
+			name: "raw_work_status_values",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "x")
+				h := c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				s := e.dial("status")
+				for _, nd := range [][2]string{{"abc", "10x"}, {"4294967295", "-1"}, {"", ""}, {" 7", "8 "}} {
+					w.Send(P.WorkStatus, h, nd[0], nd[1])
+					c.recv()
+					s.Send(P.GetStatus, h)
+					s.recv()
+				}
+			},
+			want: `
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN "H1" "raw_work_status_values.f" "x"
+client: WORK_STATUS "H1" "abc" "10x"
+status: STATUS_RES "H1" "1" "1" "0" "10"
+client: WORK_STATUS "H1" "4294967295" "-1"
+status: STATUS_RES "H1" "1" "1" "4294967295" "4294967295"
+client: WORK_STATUS "H1" "" ""
+status: STATUS_RES "H1" "1" "1" "0" "0"
+client: WORK_STATUS "H1" " 7" "8 "
+status: STATUS_RES "H1" "1" "1" "7" "8"`,
+		},
+		scenario{
+			name: "raw_admin_variants",
+			run: func(e *env) {
+				f := e.fn("f")
+				w := e.dial("worker")
+				w.Send(P.CanDo, f)
+				w.Send(P.CanDo, f)
+				w.Send(P.CantDo, e.fn("never"))
+				w.echoCheck("sync")
+				a := e.dial("admin")
+				for _, l := range []string{"STATUS", "Status", "prioritystatus extra args"} {
+					a.SendLine(l)
+					a.list()
+				}
+				a.SendLine("maxqueue " + f)
+				a.recv()
+				a.SendLine("show")
+				a.recv()
+				a.SendLine("SHOW JOBS")
+				a.list()
+				a.echoCheck("binary after text")
+			},
+			want: `
+worker: ECHO_RES "sync"
+admin: raw_admin_variants.f	0	0	2
+admin: .
+admin: raw_admin_variants.f	0	0	2
+admin: .
+admin: raw_admin_variants.f	0	0	0	2
+admin: .
+admin: OK
+admin: ERR UNKNOWN_COMMAND Unknown+server+commandshow
+admin: .
+admin: ECHO_RES "binary after text"`,
+		},
+		scenario{
+			name: "raw_admin_leading_space",
+			run: func(e *env) {
+				a := e.dial("admin")
+				a.SendLine(" version")
+				a.quiet(quietWait)
+				a.SendLine("version")
+				a.quiet(quietWait)
+			},
+			knownDiff: "raw_admin_leading_space",
+			want: `
+admin: ERR UNKNOWN_COMMAND Unknown+server+command
+admin: OK <version>`,
+		},
+		scenario{
+			name: "raw_work_status_overflow",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "x")
+				h := c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.WorkStatus, h, "99999999999999999999", "4294967296")
+				c.recv()
+				c.Send(P.GetStatus, h)
+				c.recv()
+			},
+			knownDiff: "raw_work_status_overflow",
+			want: `
+client: JOB_CREATED "H1"
+worker: JOB_ASSIGN "H1" "raw_work_status_overflow.f" "x"
+client: WORK_STATUS "H1" "99999999999999999999" "4294967296"
+client: STATUS_RES "H1" "1" "1" "4294967295" "0"`,
+		},
+		scenario{
+			name: "raw_admin_empty_line",
+			run: func(e *env) {
+				a := e.dial("admin")
+				a.SendLine("")
+				a.quiet(quietWait)
+			},
+			knownDiff: "raw_admin_empty_line",
+			want: `
+admin: ERR UNKNOWN_COMMAND Unknown+server+command`,
+		},
+		scenario{
+			name: "raw_admin_trailing_spaces",
+			run: func(e *env) {
+				a := e.dial("admin")
+				a.SendLine("version  ")
+				a.quiet(quietWait)
+				a.quiet(quietWait)
+				a.SendLine("status  ")
+				a.list()
+				a.quiet(quietWait)
+				a.echoCheck("after")
+			},
+			want: `
+admin: OK <version>
+admin: (nothing)
+admin: .
+admin: (nothing)
+admin: ECHO_RES "after"`,
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")
