@@ -34,7 +34,7 @@ func (c *conn) admin(args [][]byte) bool {
 	var shutdown, graceful bool
 	switch {
 	case argc == 0:
-		b = append(b, "ERR UNKNOWN_COMMAND Unknown+server+commandNULL\r\n"...)
+		b = append(b, "ERR UNKNOWN_COMMAND Unknown+server+command\r\n"...) // an empty line, as gearmand answers it
 	case cmd == "workers":
 		b = s.appendWorkers(b)
 	case cmd == "status":

@@ -54,6 +54,8 @@ func TestAdminCommands(t *testing.T) {
 		{"drop function h", false, "^ERR function not found\r\n$"},
 		{"drop function f", false, "^ERR there are still connected workers or executing clients\r\n$"},
 		{"shutdown", false, "^ERR UNKNOWN_COMMAND Unknown\\+server\\+commandshutdown\r\n$"},
+		{"", false, "^ERR UNKNOWN_COMMAND Unknown\\+server\\+command\r\n$"},
+		{"   ", false, "^ERR UNKNOWN_COMMAND Unknown\\+server\\+command\r\n$"},
 		{"bogus", false, "^ERR UNKNOWN_COMMAND Unknown\\+server\\+commandbogus\r\n$"},
 		{"cancel job H:test:2", false, "^OK\r\n$"},
 		{"status", true, "^f\t1\t0\t1\ng\t1\t1\t2\n\\.\n$"},
