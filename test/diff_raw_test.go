@@ -1616,6 +1616,102 @@ admin: (nothing)
 admin: ECHO_RES "after"`,
 		},
 		scenario{
+			name: "raw_epoch_odd_values",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				future := itoa(time.Now().Add(time.Hour).Unix())
+				for _, ep := range []string{"abc", "", "-5", "0", future} {
+					c.Send(P.SubmitJobEpoch, f, "", ep, "epoch "+ep)
+					c.quiet(quietWait)
+				}
+				w := e.worker("worker", f)
+				for i := 0; i < 5; i++ {
+					w.Send(P.GrabJob)
+					w.recv()
+				}
+				c.SendLine("status")
+				c.list()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+client: JOB_CREATED "H4"
+client: JOB_CREATED "H5"
+worker: JOB_ASSIGN "H1" "raw_epoch_odd_values.f" "epoch abc"
+worker: JOB_ASSIGN "H2" "raw_epoch_odd_values.f" "epoch "
+worker: JOB_ASSIGN "H3" "raw_epoch_odd_values.f" "epoch -5"
+worker: JOB_ASSIGN "H4" "raw_epoch_odd_values.f" "epoch 0"
+worker: NO_JOB
+client: raw_epoch_odd_values.f	5	4	1
+client: .`,
+		},
+		scenario{
+			name: "raw_can_do_timeout_values",
+			run: func(e *env) {
+				f, g := e.fn("f"), e.fn("g")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "no timeout")
+				c.handle()
+				c.Send(P.SubmitJob, g, "", "short timeout")
+				c.handle()
+				w1 := e.dial("w1")
+				w1.Send(P.CanDoTimeout, f, "0")
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1b := e.dial("w1b")
+				w1b.Send(P.CanDoTimeout, g, "1")
+				w1b.Send(P.GrabJob)
+				w1b.recv()
+				w2 := e.worker("w2", f, g)
+				w2.Send(P.PreSleep)
+				w2.recv() // the short timeout requeues g's job
+				w2.Send(P.GrabJob)
+				w2.recv()
+				w2.Send(P.GrabJob)
+				w2.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+w1: JOB_ASSIGN "H1" "raw_can_do_timeout_values.f" "no timeout"
+w1b: JOB_ASSIGN "H2" "raw_can_do_timeout_values.g" "short timeout"
+w2: NOOP
+w2: JOB_ASSIGN "H2" "raw_can_do_timeout_values.g" "short timeout"
+w2: NO_JOB`,
+		},
+		scenario{
+			name: "raw_can_do_timeout_two_jobs_one_worker",
+			run: func(e *env) {
+				f, g := e.fn("f"), e.fn("g")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, g, "", "short timeout")
+				c.handle()
+				c.Send(P.SubmitJob, f, "", "no timeout")
+				c.handle()
+				w1 := e.dial("w1")
+				w1.Send(P.CanDo, f)
+				w1.Send(P.CanDoTimeout, g, "1000") // scanned first: g's job comes first
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w1.Send(P.GrabJob)
+				w1.recv()
+				w2 := e.worker("w2", g)
+				w2.Send(P.PreSleep)
+				// gearmand keeps one timer per connection, for the job
+				// it grabbed last: g's timeout is forgotten.
+				w2.quiet(time.Second + quietWait)
+			},
+			knownDiff: "raw_can_do_timeout_two_jobs_one_worker",
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+w1: JOB_ASSIGN "H1" "raw_can_do_timeout_two_jobs_one_worker.g" "short timeout"
+w1: JOB_ASSIGN "H2" "raw_can_do_timeout_two_jobs_one_worker.f" "no timeout"
+w2: (nothing)`,
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")
