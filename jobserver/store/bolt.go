@@ -200,6 +200,12 @@ type Bolt struct {
 	ckptSince time.Time // when ckptOps got its first change
 	broken    error     // a log write or sync failed: nothing more is taken
 	clean     bool      // everything reached bbolt before the committer ended
+	written   uint64    // frames written to the log since Open
+	durable   uint64    // frames known to be synced
+	syncing   int       // fdatasyncs in flight
+	syncStart uint64    // frames written when the newest sync started
+	waiting   []frame   // written frames whose callers are not released yet
+	syncDone  chan syncResult
 
 	nextLog  *logFile        // the next log, made ready by the last checkpoint
 	ckptReq  chan chan error // Load asks for everything to be in bbolt
@@ -256,6 +262,7 @@ func Open(dir string, opts Options) (*Bolt, error) {
 		stopped:  make(chan struct{}),
 		ckptReq:  make(chan chan error),
 		ckptDone: make(chan ckptResult, 1),
+		syncDone: make(chan syncResult, maxSyncs),
 	}
 	b.room.L = &b.mu
 	fresh, err := b.init()
@@ -503,6 +510,8 @@ type ckptResult struct {
 // until something is queued, a checkpoint ends or a deadline passes.
 func (b *Bolt) run() {
 	defer close(b.stopped)
+	// Before the log is closed: its syncs in flight use the descriptor.
+	defer b.drainSyncs()
 	var (
 		busy    bool         // a checkpoint is running
 		waiters []chan error // Load calls waiting for everything in bbolt
@@ -538,20 +547,25 @@ func (b *Bolt) run() {
 		b.mu.Unlock()
 
 		if len(ops) > 0 {
-			b.write(ops, g)
-			clear(ops)
-			b.mu.Lock()
-			if b.spare == nil && cap(ops) <= 4*b.opts.MaxPending {
-				b.spare = ops[:0]
+			err := b.write(ops, g)
+			b.written++
+			b.waiting = append(b.waiting, frame{seq: b.written, g: g, ops: ops, err: err})
+			if b.opts.Sync == SyncAlways && err == nil {
+				b.startSync()
+			} else {
+				// Batch and none wait for the write only.
+				b.durable = b.written
+				b.release()
 			}
-			b.mu.Unlock()
 		}
 		now := time.Now()
-		if b.unsynced && b.broken == nil && (closing || now.Sub(b.lastSync) >= b.opts.BatchWindow && b.opts.Sync == SyncBatch) {
+		if b.unsynced && b.broken == nil && b.syncing == 0 && (closing || now.Sub(b.lastSync) >= b.opts.BatchWindow && b.opts.Sync == SyncBatch) {
 			b.syncLog()
+			b.release()
 		}
 		if !busy && len(b.ckptOps) > 0 && b.broken == nil && (closing || !now.Before(retryAt)) &&
 			(closing || len(waiters) > 0 || b.walSize >= b.opts.CheckpointBytes || now.Sub(b.ckptSince) >= b.opts.CheckpointInterval) {
+			b.drainSyncs() // rotate closes the log they sync
 			if err := b.rotate(); err != nil {
 				b.log.Error("checkpoint: cannot start a new write-ahead log", "err", err)
 				retryAt = now.Add(time.Second)
@@ -620,6 +634,9 @@ func (b *Bolt) run() {
 		case <-timer.C:
 		case w := <-b.ckptReq:
 			waiters = append(waiters, w)
+		case r := <-b.syncDone:
+			b.synced(r)
+			b.startSync()
 		case r := <-b.ckptDone:
 			busy = false
 			if !b.checkpointed(r, &waiters) {
@@ -657,11 +674,11 @@ func (b *Bolt) checkpointed(r ckptResult, waiters *[]chan error) bool {
 	return false
 }
 
-// write appends ops to the log as one frame, syncs it with SyncAlways, and
-// releases everyone waiting on them. After a failed write or sync the log
-// cannot be trusted (a later frame could follow a torn one), so the store
-// refuses every later change.
-func (b *Bolt) write(ops []op, g *group) {
+// write appends ops to the log as one frame; the caller syncs it and
+// releases its callers. After a failed write or sync the log cannot be
+// trusted (a later frame could follow a torn one), so the store refuses
+// every later change.
+func (b *Bolt) write(ops []op, g *group) error {
 	if b.opts.beforeCommit != nil {
 		b.opts.beforeCommit(len(ops))
 	}
@@ -669,14 +686,11 @@ func (b *Bolt) write(ops []op, g *group) {
 	err := b.broken
 	if err == nil {
 		b.walBuf = appendFrame(b.walBuf[:0], b.walGen, ops)
-		frame := int64(len(b.walBuf))
+		size := int64(len(b.walBuf))
 		// WriteAt: the file is preallocated, its size is not the end.
 		if _, err = b.wal.WriteAt(b.walBuf, b.walSize); err == nil {
-			b.walSize += frame
+			b.walSize += size
 			b.unsynced = true
-			if b.opts.Sync == SyncAlways {
-				err = b.syncLog()
-			}
 		}
 		if err != nil && b.broken == nil {
 			b.broken = fmt.Errorf("store %s: write-ahead log: %w", walPath(b.dir, b.walGen), err)
@@ -712,13 +726,113 @@ func (b *Bolt) write(ops []op, g *group) {
 		b.log.Error("write-ahead log failed; refusing new jobs", "err", err)
 	}
 	b.commitT.Add(int64(time.Since(start)))
-	g.err = err
-	close(g.done)
-	for i := range ops {
-		if ops[i].done != nil {
-			ops[i].done(err)
+	return err
+}
+
+// maxSyncs is how many fdatasyncs of the log may be in flight. A sync
+// covers every frame written before it started; with two, the frames
+// written while one is in flight need not wait for it to end before their
+// own starts. On a busy shared disk two overlap well (measured: a sync
+// every 150 µs instead of 400 µs); on an idle one they cost nothing.
+const maxSyncs = 2
+
+// frame is a written frame whose callers wait for it to be durable.
+type frame struct {
+	seq uint64
+	g   *group
+	ops []op
+	err error
+}
+
+type syncResult struct {
+	seq  uint64 // frames written when the sync started: all now durable
+	err  error
+	took time.Duration
+}
+
+// startSync starts an fdatasync of the log if frames wait for one and
+// fewer than maxSyncs are in flight.
+func (b *Bolt) startSync() {
+	if b.syncing >= maxSyncs || b.syncStart >= b.written || b.broken != nil {
+		return
+	}
+	b.syncing++
+	b.syncStart = b.written
+	seq, f := b.written, b.wal
+	go func() {
+		start := time.Now()
+		err := fdatasync(f)
+		b.syncDone <- syncResult{seq: seq, err: err, took: time.Since(start)}
+	}()
+}
+
+// synced takes the result of a sync and releases the frames it made
+// durable, or fails every frame not yet durable.
+func (b *Bolt) synced(r syncResult) {
+	b.syncing--
+	b.commitT.Add(int64(r.took))
+	if r.err != nil {
+		if b.broken == nil {
+			b.broken = fmt.Errorf("store %s: sync write-ahead log: %w", walPath(b.dir, b.walGen), r.err)
+			b.log.Error("write-ahead log failed; refusing new jobs", "err", b.broken)
+		}
+		for i := range b.waiting {
+			if b.waiting[i].seq > b.durable {
+				b.waiting[i].err = b.broken
+			}
+		}
+	} else {
+		b.syncs.Add(1)
+		b.lastSync = time.Now()
+		b.durable = max(b.durable, r.seq)
+		b.unsynced = b.durable < b.written
+	}
+	b.release()
+}
+
+// release answers, in order, the callers of every frame that is durable or
+// failed.
+func (b *Bolt) release() {
+	n := 0
+	for _, f := range b.waiting {
+		if f.seq > b.durable && f.err == nil {
+			break
+		}
+		f.g.err = f.err
+		close(f.g.done)
+		for i := range f.ops {
+			if f.ops[i].done != nil {
+				f.ops[i].done(f.err)
+			}
+		}
+		clear(f.ops)
+		b.mu.Lock()
+		if b.spare == nil && cap(f.ops) <= 4*b.opts.MaxPending {
+			b.spare = f.ops[:0]
+		}
+		b.mu.Unlock()
+		n++
+	}
+	b.waiting = append(b.waiting[:0], b.waiting[n:]...)
+}
+
+// drainSyncs waits for the syncs in flight, then syncs what they did not
+// cover, and releases every waiting frame.
+func (b *Bolt) drainSyncs() {
+	for b.syncing > 0 {
+		b.synced(<-b.syncDone)
+	}
+	if b.unsynced && b.broken == nil {
+		b.syncLog()
+	}
+	if b.broken != nil {
+		for i := range b.waiting {
+			if b.waiting[i].seq > b.durable {
+				b.waiting[i].err = b.broken
+			}
 		}
 	}
+	b.release()
 }
 
 // syncLog fdatasyncs the log.
@@ -732,6 +846,7 @@ func (b *Bolt) syncLog() error {
 		return b.broken
 	}
 	b.unsynced = false
+	b.durable = b.written
 	b.syncs.Add(1)
 	return nil
 }

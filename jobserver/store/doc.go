@@ -18,9 +18,11 @@
 //
 // All writes go through one committer goroutine. Callers queue their change
 // (Adds arrive already encoded) and the committer appends everything queued
-// since its last write to the log as one frame, with one fdatasync: while
-// one sync is in flight the next frame fills, so under load a single sync
-// carries many jobs. Every 32 MiB, or 10 seconds after its first change,
+// since its last write to the log as one frame, then starts an fdatasync
+// that covers it; callers are released, in order, once a sync that began
+// after their frame was written has returned. Up to two syncs are in
+// flight, so frames written during one sync do not wait for it to end
+// before their own begins; under load each sync carries many jobs. Every 32 MiB, or 10 seconds after its first change,
 // a checkpoint applies the log to bbolt in one transaction; a job that was
 // added and ended within one log never reaches bbolt. The applied log file is then reused
 // for a later generation: overwriting allocated blocks makes each sync
