@@ -111,7 +111,7 @@ func TestSecurityTenants(t *testing.T) {
 		t.Fatalf("submits: %v / %v", ha, hb)
 	}
 	alice.Send(protocol.SubmitJobBg, "img.q", "only-alice", "x")
-	alice.Recv()
+	hOnly := alice.Recv()
 
 	// The worker of each tenant gets only its own job, named as its
 	// client named it.
@@ -155,6 +155,31 @@ func TestSecurityTenants(t *testing.T) {
 		if l != "same" && l != "only-alice" {
 			t.Fatalf("alice's show unique jobs shows %q", l)
 		}
+	}
+	// Workers: each tenant sees its own functions, without the prefix.
+	aw, bw := sp.rawAuthed(t, "alice"), sp.rawAuthed(t, "bob")
+	aw.Send(protocol.CanDo, "img.mine")
+	bw.Send(protocol.CanDo, "img.bobs")
+	for _, w := range []*RawConn{aw, bw} {
+		w.Send(protocol.EchoReq, "sync")
+		w.Expect(protocol.EchoRes, "sync")
+	}
+	workers := strings.Join(sp.adminAs(t, "alice", "workers"), "\n")
+	if !strings.Contains(workers, ": img.mine") || strings.Contains(workers, "bobs") || strings.Contains(workers, "alice.") {
+		t.Fatalf("alice's workers:\n%s", workers)
+	}
+	// show jobs: only alice's queued jobs, under her handles.
+	jobs := sp.adminAs(t, "alice", "show jobs")
+	seen := false
+	for _, l := range jobs {
+		h, _, _ := strings.Cut(l, "\t")
+		if h != ha.Args[0] && h != hOnly.Args[0] {
+			t.Fatalf("alice's show jobs lists %q, not one of her jobs", l)
+		}
+		seen = seen || h == hOnly.Args[0]
+	}
+	if !seen {
+		t.Fatalf("alice's show jobs misses her queued job %s: %q", hOnly.Args[0], jobs)
 	}
 	rootStatus := sp.adminAs(t, "root", "status")
 	if statusRow(rootStatus, "alice.img.q") == "" || statusRow(rootStatus, "bob.img.q") == "" {
