@@ -3,6 +3,7 @@ package jobserver
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"strconv"
 	"time"
 
@@ -39,8 +40,8 @@ func (c *conn) handle(p *protocol.Packet) bool {
 	case protocol.CanDo:
 		c.canDo(p.Args[0], 0)
 	case protocol.CanDoTimeout:
-		ms := atoi(p.Args[1])
-		c.canDo(p.Args[0], time.Duration(max(ms, 0))*time.Millisecond)
+		ms := min(max(atoi(p.Args[1]), 0), int64(math.MaxInt64/time.Millisecond))
+		c.canDo(p.Args[0], time.Duration(ms)*time.Millisecond)
 	case protocol.CantDo:
 		c.cantDo(p.Args[0], false)
 	case protocol.ResetAbilities:
@@ -375,6 +376,7 @@ func (c *conn) workResult(p *protocol.Packet) {
 	case protocol.WorkStatus:
 		num, den := p.Args[1], p.Args[2]
 		x := j.x()
+		// gearmand keeps (uint32_t)atoi(): the low 32 bits.
 		x.numerator = strconv.FormatUint(uint64(uint32(atoi(num))), 10)
 		x.denominator = strconv.FormatUint(uint64(uint32(atoi(den))), 10)
 		j.eachClient(func(cl *conn) {
@@ -477,11 +479,13 @@ func (c *conn) getStatusUnique(u []byte) {
 	})
 }
 
-// atoi parses a leading optional sign and digits like C's atoi/strtoll:
-// garbage after them is ignored and no digits give 0.
+// atoi parses like glibc's strtol, which gearmand's atoi and strtoll
+// calls come down to: leading white space, an optional sign, digits;
+// anything after them is ignored, no digits give 0, and a value out of
+// range saturates at the int64 bounds.
 func atoi(b []byte) int64 {
 	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+	for i < len(b) && (b[i] == ' ' || b[i] >= '\t' && b[i] <= '\r') {
 		i++
 	}
 	neg := false
@@ -489,15 +493,20 @@ func atoi(b []byte) int64 {
 		neg = b[i] == '-'
 		i++
 	}
-	var n int64
+	var n uint64 // magnitude, capped at 2^63
 	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		if n > (1<<62)/10 {
-			break
+		if n > (1<<63)/10 {
+			n = 1 << 63
+			continue
 		}
-		n = n*10 + int64(b[i]-'0')
+		n = n*10 + uint64(b[i]-'0')
+		n = min(n, 1<<63)
 	}
-	if neg {
-		return -n
+	switch {
+	case neg:
+		return -int64(n) // -2^63 stays -2^63
+	case n >= 1<<63:
+		return 1<<63 - 1
 	}
-	return n
+	return int64(n)
 }
