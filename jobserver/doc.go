@@ -38,8 +38,9 @@
 //     gearmand answers ERROR INVALID_COMMAND.
 //   - "drop function" refuses while the function has jobs ("ERR there are
 //     still queued jobs"); gearmand drops it and orphans them.
-//   - CAN_DO_TIMEOUT belongs to one assignment of one job (gearmand keeps a
-//     per-connection timer that may fire on a freed job, gearmand #301).
+//   - CAN_DO_TIMEOUT belongs to one assignment of one job: a worker holding
+//     several jobs has each timed (gearmand keeps one timer per connection,
+//     for the job grabbed last, which may fire on a freed job, gearmand #301).
 //   - A 64-byte unique ID is rejected with ERROR ARGUMENT_TOO_LARGE
 //     (gearmand truncates it to 63 bytes silently).
 //   - "cancel job" ends a queued job at once: it leaves the queue and the
@@ -53,7 +54,9 @@
 //     client never gets a result).
 //   - Admin lines: "\n" ends a line and one "\r" before it is stripped;
 //     gearmand drops the last character of the last token of a line that
-//     ends in a bare "\n" (so "create function ab\n" creates "a").
+//     ends in a bare "\n" (so "create function ab\n" creates "a"). Repeated
+//     or leading spaces separate tokens (gearmand reads " version" as an
+//     empty command).
 //   - "status" and "prioritystatus" list functions sorted by name (gearmand:
 //     hash order). "verbose" reports the server's log level.
 //   - Bad input always gets an answer: framing errors get an ERROR packet
