@@ -51,9 +51,11 @@ func (s *session) dispatch(p *protocol.Packet) {
 	case t == protocol.WorkData, t == protocol.WorkWarning, t == protocol.WorkStatus,
 		t == protocol.WorkComplete, t == protocol.WorkFail, t == protocol.WorkException:
 		s.workResult(p)
+	case t == protocol.SASLMechsReq, t == protocol.SASLStart, t == protocol.SASLStep:
+		s.saslAfterAuth()
 	default:
-		// Response types sent to the server, type 5, ALL_YOURS, SASL
-		// after authentication: what gearmand says to them.
+		// Response types sent to the server, type 5, ALL_YOURS: what
+		// gearmand says to them.
 		s.answer(func(dst []byte) []byte {
 			return protocol.AppendError(dst, "INVALID_COMMAND", "Command not expected")
 		})

@@ -33,6 +33,14 @@ func argumentTooLarge(text string) func([]byte) []byte {
 	return func(dst []byte) []byte { return protocol.AppendError(dst, "ARGUMENT_TOO_LARGE", text) }
 }
 
+// saslAfterAuth answers SASL on a session that is already authenticated
+// (by its client certificate at the handshake, or by SASL before): the
+// identity never changes (sasl-extension.md), and the connection stays.
+func (s *session) saslAfterAuth() {
+	text := "already authenticated as " + s.ident.User
+	s.answer(func(dst []byte) []byte { return protocol.AppendError(dst, "AUTH_SEQUENCE", text) })
+}
+
 // admitSubmit checks what the function's ACL has not (a reduce job's
 // reducer, max_payload) and moves the submit into the user's namespace.
 // It returns the packet to forward (tmp when rewritten), or nil when it
