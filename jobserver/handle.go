@@ -132,6 +132,13 @@ func (c *conn) submit(p *protocol.Packet) {
 		sched = string(bytes.Join(p.Args[2:7], []byte(" ")))
 	case protocol.SubmitReduceJob, protocol.SubmitReduceJobBackground:
 		reducer = p.Args[2]
+		if len(reducer) > maxReducer {
+			s.mu.Lock()
+			// gearmand's text, though it is the reducer that is long.
+			c.sendError("ARGUMENT_TOO_LARGE", "Unique value too large")
+			s.mu.Unlock()
+			return
+		}
 	}
 	if len(unique) > maxUnique {
 		s.mu.Lock()

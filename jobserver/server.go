@@ -52,6 +52,9 @@ const defaultOutboxLimit = 32 << 20
 // reject it.
 const maxUnique = 63
 
+// maxReducer is the longest reducer name gearmand accepts.
+const maxReducer = 64
+
 // maxPersistInFlight bounds how many durable submits one connection may
 // have waiting on the store; its reader pauses beyond that.
 const maxPersistInFlight = 512

@@ -236,6 +236,8 @@ func TestGrabJobAllAndReduce(t *testing.T) {
 	c.expect(protocol.JobCreated, "H:test:2")
 	c.send(protocol.SubmitJob, "map", "u3", "data3")
 	c.expect(protocol.JobCreated, "H:test:3")
+	c.send(protocol.SubmitReduceJobBackground, "map", "u4", strings.Repeat("r", 65), "agg", "data4")
+	c.expect(protocol.Error, "ARGUMENT_TOO_LARGE") // gearmand's limit on the reducer
 	w.canDo("map")
 	w.send(protocol.GrabJobAll)
 	w.expect(protocol.JobAssignAll, "H:test:1", "map", "u1", "reduce", "data1")
