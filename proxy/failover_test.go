@@ -124,3 +124,32 @@ func TestTwoProxiesShareHandles(t *testing.T) {
 		}
 	}
 }
+
+// A worker that finishes a job whose backend died meanwhile hears nothing
+// about it (its clients were already told the job failed), and its next
+// grab is answered normally: libgearman treats anything else in reply to a
+// grab as a protocol error.
+func TestResultForDeadBackendDropped(t *testing.T) {
+	s0, s1 := startTCPJobServer(t, "H:a", ""), startTCPJobServer(t, "H:b", "")
+	srv := startProxy(t, Options{Backends: tcpBackends(s0, s1), HealthInterval: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}, 2)
+	addr := listen(t, srv, "local")
+	w := dial(t, addr)
+	w.send(protocol.CanDo, "d")
+	c := dial(t, addr)
+	var u string
+	for i := 0; ; i++ {
+		u = fmt.Sprintf("u%d", i)
+		if srv.router.Pick(router.Key([]byte("d"), []byte(u), nil), srv.router.All()) == 0 {
+			break
+		}
+	}
+	c.send(protocol.SubmitJob, "d", u, "x")
+	h := c.expect(protocol.JobCreated)[0]
+	w.send(protocol.GrabJob)
+	w.expect(protocol.JobAssign)
+	s0.js.Close()
+	c.expect(protocol.WorkFail)
+	w.send(protocol.WorkComplete, h, "too late")
+	w.send(protocol.GrabJob)
+	w.expect(protocol.NoJob)
+}

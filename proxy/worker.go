@@ -475,12 +475,19 @@ func (s *session) workResult(p *protocol.Packet) {
 		}
 		s.mu.Unlock()
 	}
-	if link == nil {
-		// Not a job this worker holds, or its backend is gone (the
-		// job's clients were already told it failed).
+	if !ok {
+		// Not a handle this worker's user was given: gearmand's answer
+		// for a job it does not know.
 		s.answer(func(dst []byte) []byte {
 			return protocol.AppendError(dst, "JOB_NOT_FOUND", "Job given in work result not found")
 		})
+		return
+	}
+	if link == nil {
+		// The job's backend went away and its clients were told it
+		// failed. Drop the result quietly: an ERROR here would reach a
+		// libgearman worker while it waits for a grab reply, which it
+		// treats as a protocol error.
 		return
 	}
 	var args [8][]byte

@@ -49,11 +49,17 @@ func TestProxySIGKILLBackend(t *testing.T) {
 	// background jobs of "load" with fresh uniques.
 	stop, stopWorkers := make(chan struct{}), make(chan struct{})
 	var wg, workers sync.WaitGroup
+	var workerErr atomic.Value
 	for range 2 {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			gearWorker(p.Addr, "load", time.Millisecond, stopWorkers)
+			err := gearWorker(p.Addr, "load", time.Millisecond, stopWorkers)
+			select {
+			case <-stopWorkers:
+			default:
+				workerErr.Store(fmt.Errorf("worker stopped: %v", err))
+			}
 		}()
 	}
 	var completed, failed, hung atomic.Int64
@@ -156,6 +162,9 @@ func TestProxySIGKILLBackend(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	if e := workerErr.Load(); e != nil {
+		t.Fatal(e)
+	}
 	close(stopWorkers)
 	workers.Wait()
 	if e := loadErr.Load(); e != nil {

@@ -187,7 +187,8 @@ func (g *gearConn) recv(wait time.Duration) (protocol.Type, []string, error) {
 }
 
 // gearWorker works fn through addr until stop is closed: every job is
-// answered with "done:<data>" after delay.
+// answered with "done:<data>" after delay. It returns the first error,
+// including a packet libgearman would not accept as a grab's reply.
 func gearWorker(addr, fn string, delay time.Duration, stop <-chan struct{}) error {
 	g, err := dialGear(addr)
 	if err != nil {
@@ -205,7 +206,12 @@ func gearWorker(addr, fn string, delay time.Duration, stop <-chan struct{}) erro
 		if err := g.send(protocol.GrabJob); err != nil {
 			return err
 		}
+		// Like libgearman, accept only NOOP, NO_JOB and JOB_ASSIGN
+		// while waiting for the grab's reply.
 		typ, args, err := g.recv(time.Minute)
+		for err == nil && typ == protocol.Noop {
+			typ, args, err = g.recv(time.Minute)
+		}
 		if err != nil {
 			return err
 		}
@@ -224,6 +230,8 @@ func gearWorker(addr, fn string, delay time.Duration, stop <-chan struct{}) erro
 			if err := g.send(protocol.WorkComplete, args[0], "done:"+args[2]); err != nil {
 				return err
 			}
+		default:
+			return fmt.Errorf("worker: unexpected %s %q in reply to GRAB_JOB", typ, args)
 		}
 	}
 }
