@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,23 @@ func TestSecurityWrongPasswordAndUnknownUser(t *testing.T) {
 		if wrong.Code != "AUTH_FAILED" || *wrong != *unknown {
 			t.Fatalf("%s: wrong password %+v, unknown user %+v: want the same AUTH_FAILED", mech, wrong, unknown)
 		}
+	}
+	// Timing: reported for a reader to compare, never asserted (a
+	// shared machine's noise would make any bound flaky). Each refusal
+	// takes at least the failure delay from the packet that failed.
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256"} {
+		var wrong, unknown []time.Duration
+		for range 4 {
+			start := time.Now()
+			refusal("alice", "not-alice", mech)
+			wrong = append(wrong, time.Since(start))
+			start = time.Now()
+			refusal("mallory", "mallory", mech)
+			unknown = append(unknown, time.Since(start))
+		}
+		slices.Sort(wrong)
+		slices.Sort(unknown)
+		t.Logf("%s refusals, sorted: wrong password %v; unknown user %v", mech, wrong, unknown)
 	}
 	sp.waitLog(t, "auth.failure", "user=mallory")
 	sp.waitLog(t, "auth.failure", "user=alice")
