@@ -22,9 +22,11 @@
 // that covers it; callers are released, in order, once a sync that began
 // after their frame was written has returned. Up to two syncs are in
 // flight, so frames written during one sync do not wait for it to end
-// before their own begins; under load each sync carries many jobs. Every 32 MiB, or 10 seconds after its first change,
-// a checkpoint applies the log to bbolt in one transaction; a job that was
-// added and ended within one log never reaches bbolt. The applied log file is then reused
+// before their own begins; under load each sync carries many jobs.
+//
+// Every 32 MiB, or 10 seconds after its first change, a checkpoint applies
+// the log to bbolt in one transaction; a job that was added and ended
+// within one log never reaches bbolt. The applied log file is then reused
 // for a later generation: overwriting allocated blocks makes each sync
 // flush only data. If checkpoints fall a whole log behind, log writes wait
 // for them, so the log a crash leaves stays within about 64 MiB.
