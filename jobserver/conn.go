@@ -100,8 +100,7 @@ func (s *Server) serveConn(nc net.Conn) {
 
 	// Let the writer send what is queued (an ERROR naming why we close),
 	// but never wait on a peer that does not read.
-	nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	c.out.close()
+	c.out.closeWithin(2 * time.Second)
 	<-writerDone
 	nc.Close()
 }

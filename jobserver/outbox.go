@@ -32,6 +32,7 @@ type outbox struct {
 	busy    bool // the reader is handling a burst and will flush
 	writing bool // a goroutine is writing to nc
 	closed  bool
+	final   bool // the closing deadline is set and must stay
 	err     error
 	wake    chan struct{}
 	// deadline is the write deadline set on nc, touched only by the
@@ -129,12 +130,10 @@ func (o *outbox) write(inline bool) {
 		}
 	}
 	n, err := o.nc.Write(buf)
-	for !inline && isTimeout(err) && !o.deadline.IsZero() {
-		// The reader's deadline, still set: the writer goroutine has
-		// none.
+	for !inline && isTimeout(err) && o.dropReaderDeadline() {
+		// It was the reader's deadline, still set: the writer goroutine
+		// has none.
 		buf = buf[n:]
-		o.deadline = time.Time{}
-		o.nc.SetWriteDeadline(o.deadline)
 		n, err = o.nc.Write(buf)
 	}
 	o.mu.Lock()
@@ -159,6 +158,19 @@ func (o *outbox) write(inline bool) {
 	if more {
 		o.signal()
 	}
+}
+
+// dropReaderDeadline clears a deadline the reader left on the socket and
+// reports whether it did; after closeWithin the deadline is final.
+func (o *outbox) dropReaderDeadline() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.final || o.deadline.IsZero() {
+		return false
+	}
+	o.deadline = time.Time{}
+	o.nc.SetWriteDeadline(o.deadline)
+	return true
 }
 
 func isTimeout(err error) bool {
@@ -193,9 +205,12 @@ func (o *outbox) run() error {
 	return nil
 }
 
-// close stops accepting output; run writes what is queued and returns.
-func (o *outbox) close() {
+// closeWithin stops accepting output; run writes what is queued, giving
+// up after d, and returns.
+func (o *outbox) closeWithin(d time.Duration) {
 	o.mu.Lock()
+	o.final = true
+	o.nc.SetWriteDeadline(time.Now().Add(d))
 	o.closed = true
 	o.busy = false
 	if o.err == nil {
@@ -203,4 +218,11 @@ func (o *outbox) close() {
 	}
 	o.mu.Unlock()
 	o.signal()
+}
+
+// pendingLen is the number of bytes queued and not yet being written.
+func (o *outbox) pendingLen() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.pending)
 }

@@ -253,3 +253,34 @@ func TestNonReadingTCPClientIsCutOff(t *testing.T) {
 	other := dial(t, addr)
 	other.sync()
 }
+
+// Close returns even when a client has stopped reading with replies
+// still queued for it.
+func TestCloseWithNonReadingClient(t *testing.T) {
+	s, addr := testServer(t, Options{})
+	deaf := dial(t, addr)
+	pkt := protocol.AppendPacket(nil, protocol.Req, protocol.EchoReq, []byte(strings.Repeat("e", 64<<10)))
+	go func() {
+		for i := 0; i < 300; i++ { // ~19 MiB of echoes, under the output limit
+			deaf.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := deaf.nc.Write(pkt); err != nil {
+				return
+			}
+		}
+	}()
+	a := dial(t, addr)
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := s.conns; c != nil; c = c.next {
+			if c.out.pendingLen() > 1<<20 {
+				return true
+			}
+		}
+		return false
+	})
+	a.sync()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
