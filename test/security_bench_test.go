@@ -31,7 +31,8 @@ import (
 //	GEARPROXY_BENCH_SECURITY=1 go test -run TestSecurityThroughput -v ./test/
 //
 // GEARPROXY_BENCH_JOBS (default 30000) and GEARPROXY_BENCH_RUNS (default 3;
-// the best run of each variant counts, the variants alternating).
+// the best run of each variant counts, the variants alternating);
+// GEARPROXY_BENCH_SECURITY_PROFILE=FILE writes the proxy's CPU profile.
 func TestSecurityThroughput(t *testing.T) {
 	if os.Getenv("GEARPROXY_BENCH_SECURITY") == "" {
 		t.Skip("a benchmark: set GEARPROXY_BENCH_SECURITY=1")
@@ -90,8 +91,18 @@ work = [%s"gearproxy_bench"]
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if startProcess(t, "gearproxy-bench", tlsAddr, filepath.Join(dir, "stderr.log"), gearproxyBinary(t), "run", "-config", cfgPath) == nil {
+	args := []string{"run", "-config", cfgPath}
+	profile := os.Getenv("GEARPROXY_BENCH_SECURITY_PROFILE")
+	if profile != "" {
+		args = append(args, "-cpuprofile", profile)
+	}
+	proc := startProcess(t, "gearproxy-bench", tlsAddr, filepath.Join(dir, "stderr.log"), gearproxyBinary(t), args...)
+	if proc == nil {
 		t.Fatal("gearproxy run did not start")
+	}
+	if profile != "" {
+		// The profile is written when the proxy stops on SIGTERM.
+		defer proc.Stop(ioTimeout)
 	}
 	tlsConf := &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"}
 	dialer := func(user, mech string, useTLS bool) bench.Dialer {

@@ -31,8 +31,11 @@ type security struct {
 	audit *auth.Auditor
 	conns *auth.Connections
 	live  *proxy.LiveUsers
-	// tls by listener index; nil for a plaintext listener.
-	tls []*auth.TLSServer
+	// tls by listener index; nil for a plaintext listener. tlsFiles
+	// is what each was configured with: a reload re-reads those files,
+	// and a changed path needs a restart.
+	tls      []*auth.TLSServer
+	tlsFiles []config.TLS
 	hup chan os.Signal
 }
 
@@ -88,6 +91,11 @@ func newSecurity(ctx context.Context, cfg *config.Config, log *slog.Logger) (*se
 			go ts.Watch(ctx, certPollInterval)
 		}
 		sec.tls = append(sec.tls, ts)
+		var files config.TLS
+		if l.TLS != nil {
+			files = *l.TLS
+		}
+		sec.tlsFiles = append(sec.tlsFiles, files)
 	}
 	return sec, nil
 }
@@ -160,6 +168,10 @@ func (sec *security) reload(file string) error {
 			return fmt.Errorf("listener %s: adding or removing TLS needs a restart", l.Address)
 		}
 		if l.TLS != nil {
+			run := sec.tlsFiles[i]
+			if l.TLS.Cert != run.Cert || l.TLS.Key != run.Key || l.TLS.ClientCA != run.ClientCA || l.TLS.ClientAuth != run.ClientAuth {
+				return fmt.Errorf("listener %s: changed certificate paths or client_auth need a restart (replace the files in place to reload them)", l.Address)
+			}
 			if err := checkTLSFiles(l.TLS); err != nil {
 				return fmt.Errorf("listener %s: %w", l.Address, err)
 			}
