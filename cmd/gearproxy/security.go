@@ -36,7 +36,7 @@ type security struct {
 	// and a changed path needs a restart.
 	tls      []*auth.TLSServer
 	tlsFiles []config.TLS
-	hup chan os.Signal
+	hup      chan os.Signal
 }
 
 func authUsers(cfg *config.Config) (*auth.Users, error) {
