@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"net"
@@ -285,4 +286,62 @@ func TestSecurityClientCertificates(t *testing.T) {
 		})
 	}
 	sp.waitLog(t, "auth.failure", "TLS handshake", "certificate")
+}
+
+// client_auth = "require" refuses a client without a certificate at the
+// handshake and logs in one with a mapped certificate; a listener with
+// `user` over TLS authenticates nobody but still encrypts.
+func TestSecurityRequireAndFixedTLS(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "ca")
+	sp := startSecureProxy(t, pki, "")
+	_, _, good := pki.issue(t, "cert-worker", false, time.Now().Add(time.Hour))
+	dial := func(addr string, certs ...tls.Certificate) (*RawConn, error) {
+		nc, err := net.DialTimeout("tcp", addr, ioTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		tc := tls.Client(nc, sp.tlsConfig(certs...))
+		nc.SetDeadline(time.Now().Add(ioTimeout))
+		err = tc.Handshake()
+		nc.SetDeadline(time.Time{})
+		return &RawConn{t: t, conn: tc, br: bufio.NewReaderSize(tc, 64<<10)}, err
+	}
+	c, err := dial(sp.RequireAddr)
+	if err == nil {
+		c.Send(protocol.EchoReq, "x")
+		_, err = c.Next(ioTimeout)
+	}
+	if err == nil {
+		t.Fatal("client_auth = require served a client without a certificate")
+	}
+	c, err = dial(sp.RequireAddr, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Send(protocol.SubmitJobBg, "cli.allowed", "", "x")
+	if r := c.Recv(); r.Type != protocol.JobCreated {
+		t.Fatalf("cert-worker on the require listener: %v", r)
+	}
+
+	f, err := dial(sp.FixedTLSAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Send(protocol.SubmitJobBg, "shared.fixed", "", "x")
+	f.Send(protocol.SubmitJobBg, "img.not-carols", "", "x")
+	if r := f.Recv(); r.Type != protocol.JobCreated {
+		t.Fatalf("carol's listener, her function: %v", r)
+	}
+	if r := f.Recv(); errorCode(r) != "PERMISSION_DENIED" {
+		t.Fatalf("carol's listener, another function: %v", r)
+	}
+	plain := dialRaw(t, sp.FixedTLSAddr)
+	plain.Send(protocol.EchoReq, "clear text")
+	for _, r := range plain.WaitClosed() {
+		if r.Type == protocol.EchoRes {
+			t.Fatal("the TLS listener with a fixed user served clear text")
+		}
+	}
 }

@@ -128,10 +128,14 @@ type secureProxy struct {
 	*Server
 	TLSAddr   string
 	PlainAddr string
-	Config    string
-	CertFile  string
-	pki       *testPKI
-	head      string // everything but the users
+	// RequireAddr demands a client certificate; FixedTLSAddr is TLS
+	// without authentication, every connection acting as carol.
+	RequireAddr  string
+	FixedTLSAddr string
+	Config       string
+	CertFile     string
+	pki          *testPKI
+	head         string // everything but the users
 }
 
 // Users of the security tests, with their passwords (the same as their
@@ -203,33 +207,50 @@ func startSecureProxy(t testing.TB, pki *testPKI, extraListener string) *secureP
 		if err != nil {
 			t.Fatal(err)
 		}
-		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), Config: filepath.Join(dir, "gearproxy.toml"), CertFile: certFile, pki: pki}
-		sp.head = fmt.Sprintf(`data_dir = %q
+		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), RequireAddr: freeAddr(t), FixedTLSAddr: freeAddr(t),
+			Config: filepath.Join(dir, "gearproxy.toml"), CertFile: certFile, pki: pki}
+		sp.head = fmt.Sprintf(`data_dir = %[1]q
 handle_key = "security-test"
 
 [[listener]]
-address = %q
+address = %[2]q
 sasl = ["SCRAM-SHA-256"]
 auth_timeout = "3s"
 
 [[listener]]
-address = %q
+address = %[7]q
+auth_timeout = "3s"
+[listener.tls]
+cert = %[5]q
+key = %[6]q
+client_ca = %[8]q
+client_auth = "require"
+
+[[listener]]
+address = %[9]q
+user = "carol"
+[listener.tls]
+cert = %[5]q
+key = %[6]q
+
+[[listener]]
+address = %[3]q
 sasl = ["SCRAM-SHA-256", "PLAIN", "EXTERNAL"]
 auth_timeout = "3s"
-%s
+%[4]s
 [listener.tls]
-cert = %q
-key = %q
-client_ca = %q
+cert = %[5]q
+key = %[6]q
+client_ca = %[8]q
 client_auth = "request"
 cert_mapping = ["cn"]
 
 [[backend]]
 name = "shard1"
 bundled = true
-`, filepath.Join(dir, "data"), sp.PlainAddr, sp.TLSAddr, extraListener, certFile, keyFile, pki.CAFile)
+`, filepath.Join(dir, "data"), sp.PlainAddr, sp.TLSAddr, extraListener, certFile, keyFile, sp.RequireAddr, pki.CAFile, sp.FixedTLSAddr)
 		sp.writeConfig(t, sp.head+sp.usersText(t))
-		// The TLS listener is the second: once it accepts, both do.
+		// The request listener is the last: once it accepts, all do.
 		s := startProcess(t, "gearproxy-secure", sp.TLSAddr, filepath.Join(dir, "stderr.log"), bin, "run", "-config", sp.Config)
 		if s != nil {
 			sp.Server = s
