@@ -216,4 +216,41 @@ func TestSecurityHandles(t *testing.T) {
 	if r := carol.Recv(); r.Args[1] != "1" {
 		t.Fatalf("carol's job after dave's attempt: %v", r)
 	}
+	// Even the same user's other worker session cannot finish a job
+	// assigned to this one.
+	w1, w2 := sp.rawAuthed(t, "carol"), sp.rawAuthed(t, "carol")
+	for _, w := range []*RawConn{w1, w2} {
+		w.Send(protocol.CanDo, "shared.slow")
+	}
+	w1.Send(protocol.GrabJob)
+	a := w1.Recv()
+	if a.Type != protocol.JobAssign {
+		t.Fatalf("grab: %v", a)
+	}
+	w2.Send(protocol.GrabJob)
+	if r := w2.Recv(); r.Type != protocol.NoJob {
+		t.Fatalf("second grab: %v", r)
+	}
+	w2.Send(protocol.WorkComplete, a.Args[0], "stolen")
+	w2.Send(protocol.EchoReq, "sync")
+	for {
+		r := w2.Recv()
+		if r.Type == protocol.EchoRes {
+			break
+		}
+		if errorCode(r) != "JOB_NOT_FOUND" {
+			t.Fatalf("WORK_COMPLETE from another session of the same user: %v", r)
+		}
+	}
+	carol.Send(protocol.GetStatus, h)
+	if r := carol.Recv(); r.Args[1] != "1" || r.Args[2] != "1" {
+		t.Fatalf("carol's job after the other session's WORK_COMPLETE: %v, want known and running", r)
+	}
+	w1.Send(protocol.WorkComplete, a.Args[0], "done")
+	w1.Send(protocol.EchoReq, "sync")
+	w1.Expect(protocol.EchoRes, "sync")
+	carol.Send(protocol.GetStatus, h)
+	if r := carol.Recv(); r.Args[1] != "0" {
+		t.Fatalf("carol's job after its own worker finished it: %v", r)
+	}
 }
