@@ -153,7 +153,14 @@ func (c *conn) submit(p *protocol.Packet) {
 		if c.persist == nil {
 			c.persist = make(chan struct{}, maxPersistInFlight)
 		}
-		c.persist <- struct{}{} // pauses this reader while the store lags
+		select {
+		case c.persist <- struct{}{}:
+		default:
+			// The store lags: send what is ready, then pause this reader.
+			c.out.flush()
+			c.persist <- struct{}{}
+			c.out.begin()
+		}
 	}
 
 	s.mu.Lock()

@@ -298,3 +298,26 @@ func TestRestartWithBoltStore(t *testing.T) {
 		t.Fatalf("order after restart:\n got %v\nwant %v", order, want)
 	}
 }
+
+// More durable submits in flight than a connection may have: the reader
+// pauses, replies still come in request order, nothing deadlocks.
+func TestManyDurableSubmitsInFlight(t *testing.T) {
+	fs := newFakeStore()
+	fs.gate = make(chan struct{})
+	_, addr := testServer(t, Options{Store: fs})
+	c := dial(t, addr)
+	const n = maxPersistInFlight + 100
+	var b []byte
+	for i := 0; i < n; i++ {
+		b = protocol.AppendPacket(b, protocol.Req, protocol.SubmitJobBg, []byte("f"), nil, []byte(strconv.Itoa(i)))
+	}
+	go c.nc.Write(b) // not c.write: Fatal belongs to the test goroutine
+	go func() {
+		for i := 0; i < n; i++ {
+			fs.gate <- struct{}{}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c.expect(protocol.JobCreated, "H:test:"+strconv.Itoa(i+1))
+	}
+}
