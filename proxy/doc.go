@@ -49,7 +49,13 @@
 // session serves anything; FixedUser is the listener that does not
 // authenticate. The identity's user is bound into every handle the session
 // is given (see router.Codec), and its Access decides submit, work and admin
-// for users who are not superusers.
+// for users who are not superusers. Gate is the Authenticator over the auth
+// package (TLS, client certificates, SASL, max_connections); LiveUsers lets
+// a reload close a removed user's sessions and reset everyone's ACL cache.
+// A user's Namespace is added to function names and unique IDs on the way
+// to a backend and stripped on the way back (tenant.go), so tenants neither
+// see, coalesce with, nor query each other's jobs; admin listings show only
+// what the user may submit or work.
 //
 // # Failure
 //

@@ -85,6 +85,13 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 // serveProxy turns the configuration into the packages' own options, runs
 // the proxy and stops it when ctx ends.
 func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+	// Users and certificates first: a mistake there stops startup before
+	// any store is opened, and SIGHUP is caught from here on.
+	sec, err := newSecurity(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer sec.stop()
 	var bundled []*jobserver.Server
 	defer func() {
 		for _, js := range bundled {
@@ -143,10 +150,6 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 		log.Warn("listening before every backend is up", "err", err)
 	}
 	cancel()
-	sec, err := newSecurity(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
 	for i, l := range cfg.Listeners {
 		gate, err := sec.gate(cfg, i)
 		if err != nil {

@@ -129,9 +129,11 @@ func (sec *security) gate(cfg *config.Config, i int) (proxy.Authenticator, error
 	return g, nil
 }
 
+// stop stops catching SIGHUP.
+func (sec *security) stop() { signal.Stop(sec.hup) }
+
 // waitReloads serves SIGHUP until ctx ends.
 func (sec *security) waitReloads(ctx context.Context, file string) {
-	defer signal.Stop(sec.hup)
 	for {
 		select {
 		case <-ctx.Done():
