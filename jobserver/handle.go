@@ -187,7 +187,7 @@ func (c *conn) submit(p *protocol.Packet) {
 		s.mu.Unlock()
 		return
 	}
-	if max := f.maxQueue[prio]; max > 0 && f.total >= max {
+	if limit := f.maxQueue[prio]; limit > 0 && f.total >= limit {
 		if durable {
 			<-c.persist
 		}

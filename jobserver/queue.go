@@ -19,9 +19,10 @@ func (s *Server) function(name []byte) *function {
 	return f
 }
 
-// coalesceKey returns the map and key a job with this unique is
-// coalesced under, or nil when it never coalesces: an empty unique, or
-// "-" with empty data (gearmand's rules).
+// coalesceMap returns the index a job with this unique is coalesced in,
+// and whether it is keyed by the data (unique "-"), or nil when the job
+// never coalesces: an empty unique, or "-" with empty data (gearmand's
+// rules).
 func (f *function) coalesceMap(unique, data []byte, create bool) (map[string]*job, bool) {
 	switch {
 	case len(unique) == 0:

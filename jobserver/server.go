@@ -275,7 +275,5 @@ func (s *Server) Close() error {
 // admin command "shutdown".
 func (s *Server) Done() <-chan struct{} { return s.finished }
 
-// Addr-independent helpers used by tests and the command.
-
 // Handle returns the handle the server gives job number id.
 func (s *Server) Handle(id uint64) string { return string(appendHandle(nil, s.prefix, id)) }
