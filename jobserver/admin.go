@@ -3,6 +3,7 @@ package jobserver
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -183,11 +184,11 @@ func appendTabBool(b []byte, v bool) []byte {
 func (s *Server) verboseName() string {
 	ctx := context.Background()
 	switch {
-	case s.log.Enabled(ctx, -4):
+	case s.log.Enabled(ctx, slog.LevelDebug):
 		return "DEBUG"
-	case s.log.Enabled(ctx, 0):
+	case s.log.Enabled(ctx, slog.LevelInfo):
 		return "INFO"
-	case s.log.Enabled(ctx, 4):
+	case s.log.Enabled(ctx, slog.LevelWarn):
 		return "WARNING"
 	}
 	return "ERROR"
