@@ -39,8 +39,7 @@ func (s *session) admin(p *protocol.Packet) {
 	go func() {
 		ctx, cancel := context.WithTimeout(s.srv.ctx, adminTimeout)
 		defer cancel()
-		out := s.srv.adminReply(ctx, s, cmd, s.adminArgs(cmd, args))
-		out = s.filterAdmin(cmd, args, out)
+		out := s.tenantAdmin(ctx, cmd, args)
 		s.fill(seq, func(dst []byte) []byte { return append(dst, out...) })
 	}()
 }

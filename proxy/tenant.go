@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"strings"
 
@@ -119,13 +120,10 @@ func (s *session) statusUnique(unique []byte) (asked []byte, ok bool) {
 	return asked, err == nil
 }
 
-// adminArgs moves the function argument of maxqueue, create function and
-// drop function into the namespace.
-func (s *session) adminArgs(cmd string, args []string) []string {
-	ns := string(s.ident.Namespace)
-	if ns == "" {
-		return args
-	}
+// tenantAdmin runs an admin command the user may run, as the user sees
+// the backends: a function argument must be one it may submit or work and
+// goes into its namespace; listings come back filtered.
+func (s *session) tenantAdmin(ctx context.Context, cmd string, args []string) []byte {
 	i := 0
 	switch {
 	case cmd == "maxqueue":
@@ -133,12 +131,28 @@ func (s *session) adminArgs(cmd string, args []string) []string {
 	case (cmd == "create" || cmd == "drop") && len(args) > 1 && strings.EqualFold(args[1], "function"):
 		i = 2
 	}
-	if i == 0 || i >= len(args) {
-		return args
+	if i > 0 && i < len(args) {
+		if !s.sees([]byte(args[i])) {
+			return protocol.AppendTextError(nil, "PERMISSION_DENIED", "function "+args[i]+" is not yours")
+		}
+		if ns := string(s.ident.Namespace); ns != "" {
+			args = append([]string(nil), args...)
+			args[i] = ns + args[i]
+		}
 	}
-	args = append([]string(nil), args...)
-	args[i] = ns + args[i]
-	return args
+	return s.filterAdmin(cmd, args, s.srv.adminReply(ctx, s, cmd, args))
+}
+
+// sees reports whether the user may see a function (named as the user
+// names it): one it may submit or work on.
+func (s *session) sees(name []byte) bool {
+	if s.ident.Superuser {
+		return true
+	}
+	if v, ok := s.ident.Access.(visibility); ok {
+		return v.Visible(name)
+	}
+	return s.ident.Allow(Submit, name) || s.ident.Allow(Work, name)
 }
 
 // visible reports whether an admin listing shows a backend function to
@@ -148,14 +162,7 @@ func (s *session) visible(fn []byte) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	if s.ident.Superuser {
-		return name, true
-	}
-	v, has := s.ident.Access.(visibility)
-	if !has {
-		return name, s.ident.Allow(Submit, name) || s.ident.Allow(Work, name)
-	}
-	return name, v.Visible(name)
+	return name, s.sees(name)
 }
 
 // filterAdmin cuts an admin reply down to what the user may see: status

@@ -181,6 +181,16 @@ func TestSecurityTenants(t *testing.T) {
 	if !seen {
 		t.Fatalf("alice's show jobs misses her queued job %s: %q", hOnly.Args[0], jobs)
 	}
+	// maxqueue acts on the tenant's own function, and on no other.
+	ac := sp.rawAuthed(t, "alice")
+	ac.SendLine("maxqueue img.q 5")
+	if r := ac.Recv(); strings.TrimSpace(r.Line) != "OK" {
+		t.Fatalf("alice's maxqueue on img.q: %v", r)
+	}
+	ac.SendLine("maxqueue secret.fn 5")
+	if r := ac.Recv(); !strings.HasPrefix(r.Line, "ERR PERMISSION_DENIED") {
+		t.Fatalf("alice's maxqueue on a function not hers: %v", r)
+	}
 	rootStatus := sp.adminAs(t, "root", "status")
 	if statusRow(rootStatus, "alice.img.q") == "" || statusRow(rootStatus, "bob.img.q") == "" {
 		t.Fatalf("root's status should show both namespaces: %q", rootStatus)
