@@ -52,6 +52,10 @@ type Result struct {
 	// Errors are the first connection or protocol errors, and why the run
 	// stopped early if it did.
 	Errors []string `json:"errors,omitempty"`
+	// GeneratorCPU is the load generator's CPU time per job, set by a
+	// caller that can measure it (gearproxy bench: its process's CPU
+	// time). Run leaves it zero: it shares its process with its caller.
+	GeneratorCPU Micros `json:"generator_cpu_per_job_us,omitempty"`
 }
 
 // Phase is one timed part of a bg run.
@@ -108,6 +112,9 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "latency p50 %s  p99 %s  max %s\n",
 		round(time.Duration(r.Latency.P50)), round(time.Duration(r.Latency.P99)), round(time.Duration(r.Latency.Max)))
+	if r.GeneratorCPU > 0 {
+		fmt.Fprintf(w, "generator CPU %s per job\n", round(time.Duration(r.GeneratorCPU)))
+	}
 	fmt.Fprintf(w, "lost %d  duplicated %d  mismatched %d  failed %d", r.Lost, r.Duplicated, r.Mismatched, r.Failed)
 	if r.Foreign > 0 {
 		fmt.Fprintf(w, "  (foreign jobs from other runs completed: %d)", r.Foreign)

@@ -11,9 +11,19 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gearproxy/gearproxy/bench"
 )
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // serverList collects -server values; each may also be a comma list.
 type serverList []string
@@ -106,11 +116,17 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	cpu0 := processCPU()
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
 		// bench's errors already start with "bench:".
 		fmt.Fprintf(stderr, "gearproxy %v\n", err)
 		return 1
+	}
+	// The generator's own CPU per job, to set against the server's: on a
+	// shared machine the two compete for the same cores.
+	if res.Jobs > 0 {
+		res.GeneratorCPU = bench.Micros((processCPU() - cpu0) / time.Duration(res.Jobs))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
