@@ -134,6 +134,7 @@ type secureProxy struct {
 	FixedTLSAddr string
 	Config       string
 	CertFile     string
+	KeyFile      string
 	pki          *testPKI
 	head         string // everything but the users
 }
@@ -208,7 +209,7 @@ func startSecureProxy(t testing.TB, pki *testPKI, extraListener string) *secureP
 			t.Fatal(err)
 		}
 		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), RequireAddr: freeAddr(t), FixedTLSAddr: freeAddr(t),
-			Config: filepath.Join(dir, "gearproxy.toml"), CertFile: certFile, pki: pki}
+			Config: filepath.Join(dir, "gearproxy.toml"), CertFile: certFile, KeyFile: keyFile, pki: pki}
 		sp.head = fmt.Sprintf(`data_dir = %[1]q
 handle_key = "security-test"
 

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
 	"os"
 	"strings"
 	"testing"
@@ -94,4 +95,29 @@ func TestSecurityReloadApplies(t *testing.T) {
 		c.Close()
 		t.Fatal("disabled bob logged in")
 	}
+
+	// A renewed certificate, written in place, is served after SIGHUP
+	// (live sessions keep theirs).
+	newCert, newKey, _ := sp.pki.issue(t, "gearproxy-renewed", true, time.Now().Add(48*time.Hour))
+	for _, f := range [][2]string{{newCert, sp.CertFile}, {newKey, sp.KeyFile}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if line := sp.reload(t); !strings.Contains(line, "reloaded") {
+		t.Fatalf("reload line %q", line)
+	}
+	c, err := sp.rawTLS(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn := c.conn.(*tls.Conn).ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "gearproxy-renewed" {
+		t.Fatalf("served certificate %q after the reload, want the renewed one", cn)
+	}
+	alice.SendLine("prioritystatus")
+	alice.RecvList()
 }
