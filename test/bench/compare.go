@@ -149,6 +149,9 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 			}
 		}
 		for round := 1; round <= o.rounds; round++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			order := []int{0, 1}
 			if round%2 == 0 {
 				order = []int{1, 0}

@@ -13,6 +13,10 @@
 //	go run ./test/bench -rounds 5 -only fg,bg
 //	go run ./test/bench -proxy          # also issue 4 (needs `gearproxy run`)
 //	go run ./test/bench -json out.json  # also every raw result as JSON
+//	go run ./test/bench -baseline-bin /tmp/gp-old -only fg,bg   # A/B: another build's server instead of gearmand
+//
+// -proxy also measures memory per idle client connection (-idle-conns,
+// 10000 by default) on a fresh proxy and a fresh gearmand.
 //
 // It exits 1 when any run lost, duplicated or corrupted a job, and with
 // -strict also when a target is missed. Every process it starts dies with
@@ -124,7 +128,7 @@ func run(o options) int {
 	}
 	issue2 := &comparison{
 		title:     "bundled job server (gearproxy server) vs gearmand -t 1  [issue 2]",
-		base:      side{label: "gearmand", addr: gm.addr, procs: []*proc{gm}},
+		base:      side{label: e.baselineLabel(), addr: gm.addr, procs: []*proc{gm}},
 		cand:      side{label: "bundled", addr: bundled.addr, procs: []*proc{bundled}},
 		workloads: issue2Workloads(o, 1.5),
 	}
