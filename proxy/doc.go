@@ -38,10 +38,19 @@
 // RESET_ABILITIES and SET_CLIENT_ID go to all of them and are replayed on a
 // backend that comes back. PRE_SLEEP goes to all; the first NOOP back wakes
 // the worker and later ones only mark their backend as having work. A grab
-// asks the backends that signalled work first, in the order they did, then
-// the others in rotation, and answers the worker exactly once; a backend that
+// asks first the backends known to hold a job for the worker, highest
+// priority then oldest first (a queue view of the jobs submitted through
+// this proxy, so that the pool hands out jobs in the order one gearmand
+// would), then those that signalled work, in the order they did, then the
+// others in rotation; it answers the worker exactly once. A backend that
 // answers NO_JOB is put back to sleep at once so it signals new work. WORK_*
-// from the worker go to the backend its handle names.
+// from the worker go to the backend its handle names; a result for a job
+// whose backend died is dropped (its clients already had WORK_FAIL).
+//
+// What a pool cannot do like one server: maxqueue counts per backend; the
+// results of different jobs on different backends may reach a client in
+// either order; and a foreground job whose clients all left still runs,
+// since the proxy's shared link stays attached to it.
 //
 // # Identity
 //
