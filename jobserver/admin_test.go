@@ -2,6 +2,7 @@ package jobserver
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -164,4 +165,32 @@ func TestWorkersShowsConnectionsWithoutFunctions(t *testing.T) {
 	if strings.Count(got, "\n") != 2 {
 		t.Fatalf("workers: %q", got)
 	}
+}
+
+// A graceful shutdown stops Serve with ErrServerClosed at once, while the
+// server keeps serving its connections until the last job ends.
+func TestGracefulShutdownStopsServe(t *testing.T) {
+	s, err := New(Options{AllowShutdown: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	c := dial(t, l.Addr().String())
+	c.send(protocol.SubmitJobBg, "f", "", "x")
+	c.expect(protocol.JobCreated)
+	if got := c.admin("shutdown graceful", false); got != "OK\r\n" {
+		t.Fatalf("shutdown graceful: %q", got)
+	}
+	if err := <-served; err != ErrServerClosed {
+		t.Fatalf("Serve returned %v", err)
+	}
+	c.sync() // still served
+	c.admin("cancel job "+s.Handle(1), false)
+	<-s.Done()
 }

@@ -154,7 +154,7 @@ func New(opts Options) (*Server, error) {
 // or Close, ErrServerClosed.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing || s.graceful {
 		s.mu.Unlock()
 		l.Close()
 		return ErrServerClosed
@@ -204,10 +204,12 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.serveConn(nc)
 }
 
+// isClosing reports whether Close or Shutdown has begun: listeners are
+// closed on purpose then.
 func (s *Server) isClosing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closing
+	return s.closing || s.graceful
 }
 
 // Shutdown stops accepting connections and waits until the server holds
