@@ -18,7 +18,7 @@ func TestSecurityTLSRoundTrip(t *testing.T) {
 	t.Parallel()
 	sp := startSecureProxy(t, newTestPKI(t, "ca"), "")
 	sp.startWorker(t, "alice", "img.resize")
-	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256"} {
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"} {
 		c := sp.dial(t, "alice", mech)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		out, err := c.Do(ctx, client.Job{Function: "img.resize", Unique: "u-" + mech, Data: []byte("cat.png")})
@@ -31,6 +31,7 @@ func TestSecurityTLSRoundTrip(t *testing.T) {
 		}
 	}
 	sp.waitLog(t, "auth.success", "user=alice", "mechanism=SCRAM-SHA-256")
+	sp.waitLog(t, "auth.success", "user=alice", "mechanism=SCRAM-SHA-256-PLUS")
 }
 
 // A wrong password and an unknown user get the same refusal; the audit log

@@ -236,7 +236,7 @@ key = %[6]q
 
 [[listener]]
 address = %[3]q
-sasl = ["SCRAM-SHA-256", "PLAIN", "EXTERNAL"]
+sasl = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "EXTERNAL"]
 auth_timeout = "3s"
 %[4]s
 [listener.tls]
