@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gearproxy/gearproxy/client"
+	"github.com/gearproxy/gearproxy/protocol"
 )
 
 // A worker logged in with SCRAM-SHA-256 and a client with PLAIN, both over
@@ -85,5 +86,40 @@ func TestSecurityWrongPasswordAndUnknownUser(t *testing.T) {
 	sp.startWorker(t, "bob", "img.x")
 	if out, err := sp.dial(t, "bob", "").Do(context.Background(), client.Job{Function: "img.x", Data: []byte("d")}); err != nil || !strings.HasPrefix(string(out), "bob:img.x") {
 		t.Fatalf("bob after the failures: %q %v", out, err)
+	}
+}
+
+// PLAIN without TLS only where the listener says the network is trusted;
+// ANONYMOUS only where it names the user it logs in as.
+func TestSecurityPlaintextMechanisms(t *testing.T) {
+	t.Parallel()
+	sp := startSecureProxy(t, newTestPKI(t, "ca"), "")
+	c := dialRaw(t, sp.PlainAddr)
+	c.Send(protocol.SASLStart, "PLAIN", "\x00carol\x00carol")
+	if r := c.Recv(); errorCode(r) != "AUTH_MECH_UNSUPPORTED" {
+		t.Fatalf("PLAIN in clear text on the SCRAM-only listener: %v", r)
+	}
+	c.Send(protocol.SASLMechsReq)
+	if r := c.Recv(); r.Type != protocol.SASLMechsRes || r.Args[0] != "SCRAM-SHA-256" {
+		t.Fatalf("mechanisms of the plaintext listener: %v", r)
+	}
+
+	trusted := dialRaw(t, sp.TrustedAddr)
+	trusted.Send(protocol.SASLStart, "PLAIN", "\x00carol\x00carol")
+	if r := trusted.Recv(); r.Type != protocol.SASLOK {
+		t.Fatalf("PLAIN on the insecure_plain listener: %v", r)
+	}
+	anon := dialRaw(t, sp.TrustedAddr)
+	anon.Send(protocol.SASLStart, "ANONYMOUS", "trace")
+	if r := anon.Recv(); r.Type != protocol.SASLOK || !strings.HasPrefix(r.Args[0], "carol") {
+		t.Fatalf("ANONYMOUS: %v, want logged in as carol", r)
+	}
+	anon.Send(protocol.SubmitJobBg, "shared.anon", "", "x")
+	anon.Send(protocol.SubmitJobBg, "img.anon", "", "x")
+	if r := anon.Recv(); r.Type != protocol.JobCreated {
+		t.Fatalf("anonymous submit within carol's rights: %v", r)
+	}
+	if r := anon.Recv(); errorCode(r) != "PERMISSION_DENIED" {
+		t.Fatalf("anonymous submit outside carol's rights: %v", r)
 	}
 }

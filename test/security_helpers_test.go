@@ -132,11 +132,14 @@ type secureProxy struct {
 	// without authentication, every connection acting as carol.
 	RequireAddr  string
 	FixedTLSAddr string
-	Config       string
-	CertFile     string
-	KeyFile      string
-	pki          *testPKI
-	head         string // everything but the users
+	// TrustedAddr is plaintext with insecure_plain and ANONYMOUS (as
+	// carol), as on a trusted network.
+	TrustedAddr string
+	Config      string
+	CertFile    string
+	KeyFile     string
+	pki         *testPKI
+	head        string // everything but the users
 }
 
 // Users of the security tests, with their passwords (the same as their
@@ -208,7 +211,7 @@ func startSecureProxy(t testing.TB, pki *testPKI, extraListener string) *secureP
 		if err != nil {
 			t.Fatal(err)
 		}
-		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), RequireAddr: freeAddr(t), FixedTLSAddr: freeAddr(t),
+		sp := &secureProxy{TLSAddr: freeAddr(t), PlainAddr: freeAddr(t), RequireAddr: freeAddr(t), FixedTLSAddr: freeAddr(t), TrustedAddr: freeAddr(t),
 			Config: filepath.Join(dir, "gearproxy.toml"), CertFile: certFile, KeyFile: keyFile, pki: pki}
 		sp.head = fmt.Sprintf(`data_dir = %[1]q
 handle_key = "security-test"
@@ -226,6 +229,12 @@ cert = %[5]q
 key = %[6]q
 client_ca = %[8]q
 client_auth = "require"
+
+[[listener]]
+address = %[10]q
+sasl = ["PLAIN", "ANONYMOUS"]
+insecure_plain = true
+anonymous_user = "carol"
 
 [[listener]]
 address = %[9]q
@@ -249,7 +258,7 @@ cert_mapping = ["cn"]
 [[backend]]
 name = "shard1"
 bundled = true
-`, filepath.Join(dir, "data"), sp.PlainAddr, sp.TLSAddr, extraListener, certFile, keyFile, sp.RequireAddr, pki.CAFile, sp.FixedTLSAddr)
+`, filepath.Join(dir, "data"), sp.PlainAddr, sp.TLSAddr, extraListener, certFile, keyFile, sp.RequireAddr, pki.CAFile, sp.FixedTLSAddr, sp.TrustedAddr)
 		sp.writeConfig(t, sp.head+sp.usersText(t))
 		// The request listener is the last: once it accepts, all do.
 		s := startProcess(t, "gearproxy-secure", sp.TLSAddr, filepath.Join(dir, "stderr.log"), bin, "run", "-config", sp.Config)
