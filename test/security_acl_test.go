@@ -181,6 +181,19 @@ func TestSecurityTenants(t *testing.T) {
 	if !seen {
 		t.Fatalf("alice's show jobs misses her queued job %s: %q", hOnly.Args[0], jobs)
 	}
+	// A reduce job: function and reducer both go into the namespace and
+	// come back out of it.
+	alice.Send(protocol.SubmitReduceJobBackground, "img.map", "r1", "img.reduce", "", "parts")
+	if r := alice.Recv(); r.Type != protocol.JobCreated {
+		t.Fatalf("reduce submit: %v", r)
+	}
+	rw := sp.rawAuthed(t, "alice")
+	rw.Send(protocol.CanDo, "img.map")
+	rw.Send(protocol.GrabJobAll)
+	if r := rw.Recv(); r.Type != protocol.JobAssignAll || r.Args[1] != "img.map" || r.Args[2] != "r1" || r.Args[3] != "img.reduce" || r.Args[4] != "parts" {
+		t.Fatalf("JOB_ASSIGN_ALL for alice: %v", r)
+	}
+
 	// maxqueue acts on the tenant's own function, and on no other.
 	ac := sp.rawAuthed(t, "alice")
 	ac.SendLine("maxqueue img.q 5")
