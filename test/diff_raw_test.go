@@ -1719,6 +1719,104 @@ w2: NOOP`,
 			why: "every assignment of every job has its own CAN_DO_TIMEOUT timer; gearmand keeps one per connection, for the job grabbed last, and forgets the others",
 		},
 		scenario{
+			name: "raw_coalesce_keeps_first_priority",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJobLowBg, f, "u", "low first")
+				c.handle()
+				c.Send(P.SubmitJobBg, f, "", "normal")
+				c.handle()
+				fg := e.dial("fg")
+				fg.Send(P.SubmitJobHigh, f, "u", "high joins")
+				fg.handle()
+				c.SendLine("prioritystatus")
+				c.list()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJobUniq)
+				w.recv()
+				c.SendLine("prioritystatus")
+				c.list()
+				w.Send(P.GrabJobUniq)
+				h := w.recv().Args[0]
+				w.Send(P.WorkComplete, h, "done")
+				fg.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+fg: JOB_CREATED "H1"
+client: raw_coalesce_keeps_first_priority.f	0	1	1	0
+client: .
+worker: JOB_ASSIGN_UNIQ "H2" "raw_coalesce_keeps_first_priority.f" "" "normal"
+client: raw_coalesce_keeps_first_priority.f	0	0	1	1
+client: .
+worker: JOB_ASSIGN_UNIQ "H1" "raw_coalesce_keeps_first_priority.f" "u" "low first"
+fg: WORK_COMPLETE "H1" "done"`,
+		},
+		scenario{
+			name: "raw_epoch_coalesce",
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				later := itoa(time.Now().Add(time.Hour).Unix())
+				u := e.fn("u") // GET_STATUS_UNIQUE is not scoped to a function
+				c.Send(P.SubmitJobEpoch, f, u, later, "in an hour")
+				c.handle()
+				c.Send(P.SubmitJobBg, f, u, "now")
+				c.handle()
+				c.Send(P.GetStatusUnique, u)
+				c.recv()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H1"
+client: STATUS_RES_UNIQUE "raw_epoch_coalesce.u" "1" "0" "0" "0" "0"
+worker: NO_JOB`,
+		},
+		scenario{
+			name: "raw_abilities_change_while_running",
+			// RESET_ABILITIES hands the worker's running job back to the
+			// queue, at its tail; the worker's result is then JOB_NOT_FOUND.
+			run: func(e *env) {
+				f := e.fn("f")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, "", "one")
+				h1 := c.handle()
+				c.Send(P.SubmitJob, f, "", "two")
+				c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.ResetAbilities)
+				w.Send(P.WorkComplete, h1, "still mine")
+				w.quiet(quietWait)
+				c.quiet(quietWait)
+				w.Send(P.CanDo, f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.CantDo, f)
+				w.Close()
+				w2 := e.worker("w2", f)
+				w2.Send(P.PreSleep)
+				w2.recv()
+				w2.Send(P.GrabJob)
+				w2.recv()
+			},
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+worker: JOB_ASSIGN "H1" "raw_abilities_change_while_running.f" "one"
+worker: ERROR "JOB_NOT_FOUND" "Job given in work result not found"
+client: (nothing)
+worker: JOB_ASSIGN "H2" "raw_abilities_change_while_running.f" "two"
+w2: NOOP
+w2: JOB_ASSIGN "H1" "raw_abilities_change_while_running.f" "one"`,
+		},
+		scenario{
 			name: "raw_set_client_id_workers",
 			run: func(e *env) {
 				f, g := e.fn("f"), e.fn("g")
