@@ -22,6 +22,10 @@ var proxyDifferences = map[string]string{
 	// Results of different jobs travel through different backends: each
 	// job's packets keep their order, but not the jobs among themselves.
 	"php_tasks_every_callback": "order of different jobs' results across backends",
+	// Jobs without a unique go to the least loaded backend, and the
+	// load comes from every scenario sharing the pool; a worker's jobs
+	// requeued after it disconnects keep each backend's order only.
+	"raw_worker_disconnect_two_jobs": "requeue order across backends",
 	// A foreground job stays attached to the proxy's shared link until it
 	// ends, so the backend runs it even when all its clients left (their
 	// results are dropped); gearmand discards it at grab.
