@@ -22,6 +22,8 @@ const adminTimeout = 5 * time.Second
 // gearadmin reads until 5 ms of silence.
 func (s *session) admin(p *protocol.Packet) {
 	if len(p.Args) == 0 {
+		// gearmand's answer to an empty line.
+		s.answer(func(dst []byte) []byte { return append(dst, "ERR UNKNOWN_COMMAND Unknown+server+command\r\n"...) })
 		return
 	}
 	args := make([]string, len(p.Args))

@@ -25,7 +25,8 @@ var proxyDifferences = map[string]string{
 	// Jobs without a unique go to the least loaded backend, and the
 	// load comes from every scenario sharing the pool; a worker's jobs
 	// requeued after it disconnects keep each backend's order only.
-	"raw_worker_disconnect_two_jobs": "requeue order across backends",
+	"raw_worker_disconnect_two_jobs":     "requeue order across backends",
+	"raw_abilities_change_while_running": "requeue order across backends",
 	// A foreground job stays attached to the proxy's shared link until it
 	// ends, so the backend runs it even when all its clients left (their
 	// results are dropped); gearmand discards it at grab.
@@ -63,10 +64,11 @@ func proxyGearmandTarget(t testing.TB, o ServerOptions) Target {
 	// the gearmand backends the gearmand way; the proxy's own (clean
 	// WORK_FAIL, unique and framing limits) still apply.
 	backendOwn := proxySkip(map[string]string{
-		"raw_cancel_job":             "gearmand answers OK to a second cancel and keeps the cancelled job known",
-		"raw_epoch_wakes_worker":     "gearmand sends no NOOP when an epoch job falls due",
-		"raw_drop_function_queued":   "gearmand drops a function with queued jobs; the bundled server refuses",
-		"admin_drop_function_queued": "gearmand drops a function with queued jobs; the bundled server refuses",
+		"raw_cancel_job":                         "gearmand answers OK to a second cancel and keeps the cancelled job known",
+		"raw_can_do_timeout_two_jobs_one_worker": "gearmand keeps one CAN_DO_TIMEOUT timer per connection",
+		"raw_epoch_wakes_worker":                 "gearmand sends no NOOP when an epoch job falls due",
+		"raw_drop_function_queued":               "gearmand drops a function with queued jobs; the bundled server refuses",
+		"admin_drop_function_queued":             "gearmand drops a function with queued jobs; the bundled server refuses",
 	})
 	skip := func(scenario string) string {
 		if strings.HasPrefix(scenario, "raw_submit_job_sched") {
