@@ -1422,6 +1422,7 @@ worker: ERROR "JOB_NOT_FOUND" "Job given in work result not found"`,
 		},
 		scenario{
 			name: "raw_submit_job_sched_runs",
+			slow: true,
 			run: func(e *env) {
 				f := e.fn("f")
 				w := e.worker("worker", f)
