@@ -68,6 +68,9 @@ func permissionDenied(v Verb, name []byte) func([]byte) []byte {
 }
 
 func (s *session) submit(p *protocol.Packet) {
+	if s.refuseDraining("submit") {
+		return
+	}
 	if !s.ident.Allow(Submit, p.Arg(0)) {
 		s.answer(permissionDenied(Submit, p.Arg(0)))
 		return

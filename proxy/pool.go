@@ -38,6 +38,7 @@ type pool struct {
 // job is one foreground job on a backend that sessions wait on.
 type job struct {
 	key     string
+	fn      string   // for metrics; "" without them
 	handle  []byte   // backend handle; nil until JOB_CREATED
 	waiters []waiter // submits answered by JOB_CREATED
 	subs    []*session
@@ -85,6 +86,7 @@ func coalesceKey(fn, unique, data []byte) string {
 // only with backend.ErrDown, before anything was sent or attached.
 func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) error {
 	bg := pkt.Type.IsBackground()
+	mfn := p.srv.metricFn(pkt.Arg(0))
 	var track *queuedJob
 	created := func(r *protocol.Packet) {
 		if track == nil {
@@ -101,6 +103,7 @@ func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) 
 	if key != "" {
 		if j := p.pending[key]; j != nil {
 			if j.handle != nil {
+				p.srv.submitted(mfn, s, p)
 				s.attach(p, j)
 				ch := p.clientHandle(j, s.ident.User)
 				s.fill(seq, func(dst []byte) []byte {
@@ -129,6 +132,9 @@ func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) 
 		err := link.Request(encode, func(r *protocol.Packet) {
 			p.load.Add(-1)
 			created(r)
+			if r != nil && r.Type == protocol.JobCreated {
+				p.srv.submitted(mfn, s, p)
+			}
 			p.createdBackground(s, seq, r)
 		})
 		if err != nil {
@@ -137,7 +143,7 @@ func (p *pool) submit(s *session, seq uint64, pkt *protocol.Packet, key string) 
 		}
 		return err
 	}
-	j := &job{key: key, waiters: []waiter{{s, seq}}}
+	j := &job{key: key, fn: mfn, waiters: []waiter{{s, seq}}}
 	if err := link.Request(encode, func(r *protocol.Packet) {
 		created(r)
 		p.created(j, r)
@@ -212,6 +218,7 @@ func (p *pool) created(j *job, r *protocol.Packet) {
 		p.jobs[string(j.handle)] = j
 	}
 	for _, w := range waiters {
+		p.srv.submitted(j.fn, w.s, p)
 		w.s.attach(p, j)
 		ch := p.clientHandle(j, w.s.ident.User)
 		w.s.fill(w.seq, func(dst []byte) []byte {
@@ -280,6 +287,7 @@ func (p *pool) state(up bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, j := range p.jobs {
+		p.srv.backendLost(j, p)
 		for _, s := range j.subs {
 			s.detach(j)
 			ch := p.clientHandle(j, s.ident.User)

@@ -26,6 +26,8 @@ type Backend struct {
 	Dial backend.Dialer
 	// Links is the number of shared client connections; zero means 4.
 	Links int
+	// Address is shown on the status page ("bundled" for in-process).
+	Address string
 }
 
 // Options configure a Server. Zero values take the documented defaults.
@@ -54,6 +56,9 @@ type Options struct {
 	// Version is what the admin command `version` answers.
 	Version string
 	Logger  *slog.Logger
+	// Metrics, if set, is told about jobs, connections and denials
+	// (an *admin.Metrics; see ops.go).
+	Metrics Observer
 }
 
 // shrinkAfter is how long a session may be quiet before its 64 KiB read
@@ -90,6 +95,7 @@ type Server struct {
 	// submits numbers submits in arrival order, for the queue views.
 	submits atomic.Uint64
 	wg      sync.WaitGroup
+	ops
 }
 
 // ErrClosed is returned by Serve after Close.
@@ -145,6 +151,7 @@ func New(opts Options) (*Server, error) {
 		opts: opts, log: opts.Logger, router: r, codec: codec,
 		ctx: ctx, cancel: cancel,
 		sessions: map[uint64]*session{}, listeners: map[net.Listener]bool{},
+		ops: ops{obs: opts.Metrics},
 	}
 	s.trace = opts.Logger.Enabled(context.Background(), slog.LevelDebug-4)
 	for i, bc := range opts.Backends {
@@ -213,6 +220,8 @@ type Listener struct {
 	// MaxConnections caps this listener's sessions; zero: only the
 	// server's limit.
 	MaxConnections int
+	// Name labels the listener in metrics and logs; default its address.
+	Name string
 }
 
 // Listen listens on a TCP address and serves it in the background; it
@@ -240,6 +249,9 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	}
 	if l.AuthTimeout <= 0 {
 		l.AuthTimeout = 10 * time.Second
+	}
+	if l.Name == "" {
+		l.Name = ln.Addr().String()
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -300,17 +312,22 @@ func (s *Server) refuse(conn net.Conn) {
 }
 
 func (s *Server) serveConn(conn net.Conn, l Listener) {
+	s.opened(l.Name)
+	defer s.closedConn(l.Name)
 	ctx, cancel := context.WithTimeout(s.ctx, l.AuthTimeout)
 	conn.SetDeadline(time.Now().Add(l.AuthTimeout))
 	a, err := l.Auth.Authenticate(ctx, conn)
 	cancel()
 	if err != nil {
-		s.log.Info("authentication failed", "remote", conn.RemoteAddr().String(), "err", err)
+		s.log.Info("authentication failed", "remote", conn.RemoteAddr().String(), "listener", l.Name, "err", err)
+		s.authFailed(l.Name, err)
 		conn.Close()
 		return
 	}
 	a.Conn.SetDeadline(time.Time{})
+	s.observe(&a.Identity)
 	sess := newSession(s, a)
+	sess.listener = l.Name
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

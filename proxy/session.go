@@ -40,6 +40,7 @@ type session struct {
 	worker   *worker
 	closing  bool
 	reason   string
+	listener string // its name, for the open and close log lines
 }
 
 type reply struct {
@@ -115,8 +116,10 @@ func (r *sourceReader) waitFirstByte(idle time.Duration, busy func() bool) error
 }
 
 func (s *session) serve() {
-	log := s.srv.log.With("session", s.id, "remote", s.remote, "user", s.ident.User)
-	log.Debug("session open")
+	log := s.srv.log.With("session", s.id, "remote", s.remote, "user", s.ident.User, "listener", s.listener)
+	// One line per connection at info: operators asked who connects
+	// where, and why each connection ended (issue 7).
+	log.Info("connection open")
 	go s.out.Run()
 	err := s.readLoop()
 	s.cleanup()
@@ -126,7 +129,10 @@ func (s *session) serve() {
 	if reason == "" && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		reason = err.Error()
 	}
-	log.Debug("session closed", "reason", reason)
+	if reason == "" {
+		reason = "peer closed"
+	}
+	log.Info("connection closed", "reason", reason)
 }
 
 // pooledReader is a packet reader that sessions share while they are

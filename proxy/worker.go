@@ -39,6 +39,10 @@ type worker struct {
 	lastWork int
 	echoes   [][]echo   // by backend: ECHO_REQs awaiting their ECHO_RES
 	held     [][][]byte // by backend: ERRORs that must precede that ECHO_RES
+
+	// running is every job assigned to this worker and not finished,
+	// for metrics and the drain (ops.go).
+	running map[runKey]running
 }
 
 type echo struct {
@@ -143,6 +147,7 @@ func (w *worker) lost(i int, link *backend.Link) {
 		return
 	}
 	w.links[i] = nil
+	w.forget(i)
 	w.unwake(i)
 	w.answerEchoes(i)
 	if w.cur != nil && w.cur.at == i {
@@ -154,6 +159,7 @@ func (w *worker) lost(i int, link *backend.Link) {
 func (w *worker) close() {
 	w.s.mu.Lock()
 	w.closed = true
+	w.forget(-1)
 	links := w.links
 	w.links = make([]*backend.Link, len(links))
 	w.s.mu.Unlock()
@@ -310,6 +316,7 @@ func (w *worker) assigned(i int, p *protocol.Packet) {
 	w.woke = append(w.woke, i)
 	w.cursor = (i + 1) % len(w.links)
 	w.s.srv.pools[i].queue.remove(p.Args[0])
+	w.track(i, p)
 	seq, user := w.cur.seq, w.s.ident.User
 	w.cur = nil
 	codec := w.s.srv.codec
@@ -409,6 +416,9 @@ func (w *worker) tryNext() {
 }
 
 func (s *session) grab(t protocol.Type) {
+	if s.refuseDraining("grab") {
+		return
+	}
 	w := s.ensureWorker()
 	seq := s.reserve()
 	s.mu.Lock()
@@ -418,6 +428,11 @@ func (s *session) grab(t protocol.Type) {
 }
 
 func (s *session) preSleep() {
+	if s.srv.draining.Load() {
+		// No job will be handed out: a NOOP would only start a
+		// GRAB_JOB / NO_JOB loop until the drain ends.
+		return
+	}
 	w := s.ensureWorker()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -472,6 +487,7 @@ func (s *session) workResult(p *protocol.Packet) {
 		if w := s.worker; w != nil {
 			link = w.links[i]
 			w.lastWork = i
+			w.result(i, bh, p.Type)
 		}
 		s.mu.Unlock()
 	}
