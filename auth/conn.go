@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -77,9 +76,9 @@ func (l *Listener) AuthenticateConn(ctx context.Context, nc net.Conn) (Authentic
 func (l *Listener) authenticateConn(ctx context.Context, nc net.Conn) (Authenticated, error) {
 	info := ConnInfo{Remote: nc.RemoteAddr()}
 	if l.cfg.TLS != nil {
-		tc := tls.Server(nc, l.cfg.TLS.Config())
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return Authenticated{}, fmt.Errorf("TLS handshake: %w", err)
+		tc, err := ServerHandshake(ctx, nc, l.cfg.TLS)
+		if err != nil {
+			return Authenticated{}, err
 		}
 		cs := tc.ConnectionState()
 		info.TLS = &cs

@@ -167,8 +167,9 @@ type ListenerConfig struct {
 	// CertMapping says how a verified client certificate names a user,
 	// for EXTERNAL and for authentication at the TLS handshake.
 	CertMapping CertMapping
-	// TLS, when set, makes AuthenticateConn run the TLS handshake first.
-	TLS *TLSServer
+	// TLS, when set, makes AuthenticateConn run the TLS handshake first:
+	// a *TLSServer for certificate files, an *ACME for automatic ones.
+	TLS TLSSource
 	// AuthTimeout bounds the TLS handshake and the authentication in
 	// AuthenticateConn (auth_timeout); default 10 s. A peer that never
 	// sends a ClientHello or never finishes SASL is cut off then.

@@ -79,12 +79,14 @@ type TLS struct {
 	CertMapping []string `toml:"cert_mapping"`
 }
 
-// ACME obtains a listener's certificate automatically.
+// ACME obtains a listener's certificate automatically (config/acme.go).
 type ACME struct {
-	Domains   []string `toml:"domains"`
-	Email     string   `toml:"email"`
-	Directory string   `toml:"directory"`
-	CARoot    string   `toml:"ca_root"`
+	Domains []string `toml:"domains"`
+	Email   string   `toml:"email"`
+	// CA is the ACME directory URL; empty means Let's Encrypt.
+	CA string `toml:"ca"`
+	// CARoot is a PEM file trusted for the CA's own HTTPS.
+	CARoot string `toml:"ca_root"`
 }
 
 // Backend is one job server behind the proxy: bundled in process, or an

@@ -108,10 +108,10 @@ func (c *Config) validateSecurity(file string, lines [][]byte) Errors {
 		if l.User != "" && (len(l.SASL) > 0 || l.TLS.CertLogin()) {
 			add(toml.Key{"listener", "user"}, i, "listener %s: user = %q means no authentication; remove it or the sasl and client certificate settings", l.Address, l.User)
 		}
-		if seen["PLAIN"] && l.TLS == nil && !l.InsecurePlain {
+		if seen["PLAIN"] && !l.Secure() && !l.InsecurePlain {
 			add(toml.Key{"listener", "sasl"}, i, "listener %s: PLAIN without TLS sends passwords in clear text: add [listener.tls] or insecure_plain = true (trusted networks only)", l.Address)
 		}
-		if (seen["EXTERNAL"] || seen["SCRAM-SHA-256-PLUS"]) && l.TLS == nil {
+		if (seen["EXTERNAL"] || seen["SCRAM-SHA-256-PLUS"]) && !l.Secure() {
 			add(toml.Key{"listener", "sasl"}, i, "listener %s: EXTERNAL and SCRAM-SHA-256-PLUS need [listener.tls]", l.Address)
 		}
 		if seen["ANONYMOUS"] != (l.AnonymousUser != "") {
@@ -123,11 +123,9 @@ func (c *Config) validateSecurity(file string, lines [][]byte) Errors {
 		if l.MaxAuthFailures < 0 {
 			add(toml.Key{"listener", "max_auth_failures"}, i, "listener %s: max_auth_failures %d is negative", l.Address, l.MaxAuthFailures)
 		}
-		if l.ACME != nil {
-			add(toml.Key{"listener", "acme"}, i, "listener %s: [listener.acme] is not supported by this build: use [listener.tls] cert and key", l.Address)
-		}
+		errs = append(errs, c.validateACME(file, lines, i)...)
 		if t := l.TLS; t != nil {
-			if t.Cert == "" || t.Key == "" {
+			if l.ACME == nil && (t.Cert == "" || t.Key == "") {
 				add(toml.Key{"listener", "tls"}, i, "listener %s: [listener.tls] needs both cert and key", l.Address)
 			}
 			for _, f := range []struct{ key, path string }{{"cert", t.Cert}, {"key", t.Key}, {"client_ca", t.ClientCA}} {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +25,7 @@ type Gate struct {
 	// FixedUser is the user of a listener that does not authenticate.
 	FixedUser string
 	// TLS wraps a fixed-user listener's connections (Auth does its own).
-	TLS   *auth.TLSServer
+	TLS   auth.TLSSource
 	Users *auth.UserStore
 	Conns *auth.Connections
 	Audit *auth.Auditor
@@ -48,7 +47,8 @@ func (g *Gate) Authenticate(ctx context.Context, nc net.Conn) (Authenticated, er
 			// the rest (TLS, packets before authentication, time) here,
 			// except a peer that hung up first: port probes and load
 			// balancer health checks do that all day.
-			if !errors.Is(err, auth.ErrAuthFailed) && !errors.Is(err, io.EOF) {
+			// A CA's ACME probe is expected traffic too.
+			if !errors.Is(err, auth.ErrAuthFailed) && !errors.Is(err, io.EOF) && !errors.Is(err, auth.ErrACMEChallenge) {
 				g.Audit.AuthFailure("", source, g.Name, "", err.Error())
 			}
 			return Authenticated{}, err
@@ -57,13 +57,12 @@ func (g *Gate) Authenticate(ctx context.Context, nc net.Conn) (Authenticated, er
 	} else {
 		conn := nc
 		if g.TLS != nil {
-			tc := tls.Server(nc, g.TLS.Config())
-			if err := tc.HandshakeContext(ctx); err != nil {
-				if errors.Is(err, io.EOF) {
-					return Authenticated{}, fmt.Errorf("TLS handshake: %w", err)
+			tc, err := auth.ServerHandshake(ctx, nc, g.TLS)
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, auth.ErrACMEChallenge) {
+					g.Audit.AuthFailure("", source, g.Name, "", err.Error())
 				}
-				g.Audit.AuthFailure("", source, g.Name, "", "TLS handshake: "+err.Error())
-				return Authenticated{}, fmt.Errorf("TLS handshake: %w", err)
+				return Authenticated{}, err
 			}
 			conn = tc
 		}

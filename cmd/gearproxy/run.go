@@ -163,7 +163,10 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 		if err != nil {
 			return err
 		}
-		log.Info("listening", "addr", addr.String(), "user", l.User, "tls", l.TLS != nil, "sasl", l.SASL)
+		log.Info("listening", "addr", addr.String(), "user", l.User, "tls", l.Secure(), "acme", l.ACME != nil, "sasl", l.SASL)
+		if err := sec.startACME(ctx, i); err != nil {
+			return err
+		}
 	}
 	sec.waitReloads(ctx, cfg.File)
 	log.Info("shutting down")

@@ -32,10 +32,11 @@ type security struct {
 	conns *auth.Connections
 	live  *proxy.LiveUsers
 	// tls by listener index; nil for a plaintext listener. tlsFiles
-	// is what each was configured with: a reload re-reads those files,
-	// and a changed path needs a restart.
-	tls      []*auth.TLSServer
+	// and acme are what each was configured with: a reload re-reads
+	// those files, and a changed path needs a restart.
+	tls      []auth.TLSSource
 	tlsFiles []config.TLS
+	acme     []*config.ACME
 	hup      chan os.Signal
 }
 
@@ -81,16 +82,26 @@ func newSecurity(ctx context.Context, cfg *config.Config, log *slog.Logger) (*se
 		return nil, err
 	}
 	for _, l := range cfg.Listeners {
-		var ts *auth.TLSServer
-		if l.TLS != nil {
-			ts, err = auth.NewTLSServer(tlsConfig(l.TLS), log.With("listener", l.Address))
+		var src auth.TLSSource
+		switch {
+		case l.ACME != nil:
+			a, err := newACME(ctx, cfg, l, log.With("listener", l.Address))
+			if err != nil {
+				signal.Stop(sec.hup)
+				return nil, fmt.Errorf("listener %s: %w", l.Address, err)
+			}
+			src = a
+		case l.TLS != nil:
+			ts, err := auth.NewTLSServer(tlsConfig(l.TLS), log.With("listener", l.Address))
 			if err != nil {
 				signal.Stop(sec.hup)
 				return nil, fmt.Errorf("listener %s: %w", l.Address, err)
 			}
 			go ts.Watch(ctx, certPollInterval)
+			src = ts
 		}
-		sec.tls = append(sec.tls, ts)
+		sec.tls = append(sec.tls, src)
+		sec.acme = append(sec.acme, l.ACME)
 		var files config.TLS
 		if l.TLS != nil {
 			files = *l.TLS
@@ -166,15 +177,18 @@ func (sec *security) reload(file string) error {
 		return fmt.Errorf("%s: the number of listeners changed: restart to apply", file)
 	}
 	for i, l := range cfg.Listeners {
-		if (l.TLS == nil) != (sec.tls[i] == nil) {
+		if l.Secure() != (sec.tls[i] != nil) {
 			return fmt.Errorf("listener %s: adding or removing TLS needs a restart", l.Address)
+		}
+		if err := sameACME(l.ACME, sec.acme[i]); err != nil {
+			return fmt.Errorf("listener %s: %w", l.Address, err)
 		}
 		if l.TLS != nil {
 			run := sec.tlsFiles[i]
 			if l.TLS.Cert != run.Cert || l.TLS.Key != run.Key || l.TLS.ClientCA != run.ClientCA || l.TLS.ClientAuth != run.ClientAuth {
 				return fmt.Errorf("listener %s: changed certificate paths or client_auth need a restart (replace the files in place to reload them)", l.Address)
 			}
-			if err := checkTLSFiles(l.TLS); err != nil {
+			if err := checkTLSFiles(l.TLS, l.ACME == nil); err != nil {
 				return fmt.Errorf("listener %s: %w", l.Address, err)
 			}
 		}
@@ -196,9 +210,13 @@ func (sec *security) reload(file string) error {
 
 // checkTLSFiles loads a listener's certificate pair and client CA bundle
 // the way a reload would, without installing them.
-func checkTLSFiles(t *config.TLS) error {
-	if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
-		return fmt.Errorf("certificate %s / key %s: %w", t.Cert, t.Key, err)
+func checkTLSFiles(t *config.TLS, pair bool) error {
+	// Without a pair, ACME owns the certificate: only the client CA is
+	// a file.
+	if pair {
+		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+			return fmt.Errorf("certificate %s / key %s: %w", t.Cert, t.Key, err)
+		}
 	}
 	if t.ClientCA != "" {
 		pem, err := os.ReadFile(t.ClientCA)
