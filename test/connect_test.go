@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -515,4 +516,99 @@ func skipCertLoginGap(t *testing.T, err error) {
 	if strings.Contains(err.Error(), "AUTH_SEQUENCE: already authenticated as "+connectCertUser) {
 		t.Skipf("known gap, client.Authenticate after a certificate login: %v", err)
 	}
+}
+
+// TestConnectGoClientDirect: the Go client needs no sidecar. Against a
+// bare gearmand it speaks plain Gearman (no TLS, no SASL); to gearproxy it
+// speaks TLS and logs in with each mechanism, and a function its ACL
+// forbids comes back as a PERMISSION_DENIED server error.
+func TestConnectGoClientDirect(t *testing.T) {
+	t.Parallel()
+	requirePeer(t, "gearmand")
+	gearmand := startGearmand(t)
+	up, pki := startConnectProxy(t, []proxyBackend{{Name: "gm1", Addr: gearmand.Addr}})
+	cert := pki.Issue(t, connectCertCN)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tlsConfig := func(certs ...tls.Certificate) *tls.Config {
+		return &tls.Config{RootCAs: up.Pool, ServerName: up.ServerName, Certificates: certs}
+	}
+	// One worker on each server: plain on gearmand, and on the proxy
+	// logged in by its certificate alone (no SASL at all).
+	runWorker := func(cfg client.Config) {
+		w, err := client.NewWorker(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Register("connect.direct", 0, func(ctx context.Context, j *client.WorkerJob) ([]byte, error) {
+			return []byte(reverse(string(j.Data))), nil
+		})
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil && ctx.Err() == nil {
+				t.Errorf("worker on %s: %v", cfg.Addr, err)
+			}
+		})
+	}
+	runWorker(client.Config{Addr: gearmand.Addr})
+	runWorker(client.Config{Addr: up.Addr, TLS: tlsConfig(cert.TLS)})
+
+	password := &client.Credentials{Username: connectUser, Password: connectPassword}
+	tests := []struct {
+		name string
+		cfg  client.Config
+	}{
+		{"bare gearmand", client.Config{Addr: gearmand.Addr}},
+		{"PLAIN", client.Config{Addr: up.Addr, TLS: tlsConfig(), Credentials: withMechanism(password, client.MechPlain)}},
+		{"SCRAM-SHA-256", client.Config{Addr: up.Addr, TLS: tlsConfig(), Credentials: withMechanism(password, client.MechSCRAM)}},
+		{"SCRAM-SHA-256-PLUS", client.Config{Addr: up.Addr, TLS: tlsConfig(), Credentials: withMechanism(password, client.MechSCRAMPlus)}},
+		{"EXTERNAL", client.Config{Addr: up.Addr, TLS: tlsConfig(cert.TLS), Credentials: &client.Credentials{Mechanism: client.MechExternal}}},
+		{"certificate login", client.Config{Addr: up.Addr, TLS: tlsConfig(cert.TLS)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := client.Dial(ctx, tt.cfg)
+			if err != nil && tt.name == "EXTERNAL" {
+				skipCertLoginGap(t, err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			jctx, jcancel := context.WithTimeout(ctx, ioTimeout)
+			defer jcancel()
+			data := "direct " + tt.name
+			if got, err := c.Do(jctx, client.Job{Function: "connect.direct", Data: []byte(data)}); err != nil || string(got) != reverse(data) {
+				t.Fatalf("Do: %q, %v; want %q", got, err, reverse(data))
+			}
+			task, err := c.Submit(jctx, client.Job{Function: "connect.direct.bg", Unique: "u-" + tt.name, Data: []byte(data), Background: true}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := task.Wait(jctx); err != nil {
+				t.Fatalf("background job: %v", err)
+			}
+			st, err := c.Status(jctx, task.Handle())
+			if err != nil || !st.Known || st.Running {
+				t.Fatalf("status of a queued background job: %+v, %v", st, err)
+			}
+			if tt.cfg.TLS == nil {
+				return
+			}
+			_, err = c.Do(jctx, client.Job{Function: connectForbidden, Data: []byte(data)})
+			var se *client.ServerError
+			if !errors.As(err, &se) || se.Code != "PERMISSION_DENIED" {
+				t.Fatalf("forbidden function: %v, want a PERMISSION_DENIED server error", err)
+			}
+			t.Logf("forbidden function: %v", err)
+		})
+	}
+}
+
+func withMechanism(c *client.Credentials, mechanism string) *client.Credentials {
+	cc := *c
+	cc.Mechanism = mechanism
+	return &cc
 }
