@@ -35,6 +35,7 @@ type Config struct {
 	Health    Health     `toml:"health"`
 	Admin     Admin      `toml:"admin"`
 	Log       Log        `toml:"log"`
+	Schedules []Schedule `toml:"schedule"`
 
 	// DrainTimeout bounds a graceful shutdown.
 	DrainTimeout Duration `toml:"drain_timeout"`
@@ -161,7 +162,22 @@ type Health struct {
 
 // Admin is the HTTP listener for metrics, health and the status page.
 type Admin struct {
+	// Address to listen on; "" turns the listener off. Absent: the
+	// default 127.0.0.1:4780.
 	Address string `toml:"address"`
+	// TLSCert and TLSKey, both set, serve HTTPS (reloaded on SIGHUP).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// Auth guards /metrics and the status page with HTTP basic auth
+	// against the [[user]] passwords; /healthz and /readyz stay open.
+	Auth bool `toml:"auth"`
+	// Users may log in when Auth is on; empty: superusers only.
+	Users []string `toml:"users"`
+	// Refresh is how often the status page reloads itself.
+	Refresh Duration `toml:"refresh"`
+	// MaxFunctionLabels caps the function label values of metrics;
+	// later functions count as "_other".
+	MaxFunctionLabels int `toml:"max_function_labels"`
 }
 
 // Log selects the log format and level.
@@ -217,6 +233,7 @@ func Default() *Config {
 		Listeners: []Listener{{Address: DefaultListen, User: DefaultUser}},
 		Backends:  []Backend{{Name: "shard1", Bundled: true}, {Name: "shard2", Bundled: true}},
 		Users:     []User{{Name: DefaultUser, Superuser: true}},
+		Admin:     Admin{Address: DefaultAdminAddress},
 	}
 	c.fill()
 	return c
@@ -270,6 +287,7 @@ func (c *Config) fill() {
 	if c.DrainTimeout.Duration == 0 {
 		c.DrainTimeout.Duration = DefaultDrainTimeout
 	}
+	c.fillOps()
 }
 
 // Error is one problem in a configuration file, with the line it is on
@@ -331,6 +349,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		errs = append(errs, e)
 	}
 	c.File = file
+	c.defaultAdmin(md)
 	c.fill()
 	errs = append(errs, c.validate(file, data)...)
 	if len(errs) > 0 {
@@ -500,6 +519,7 @@ func (c *Config) validate(file string, data []byte) Errors {
 		add(toml.Key{"limits", "max_output"}, 0, "max_output %d: at least 65536", c.Limits.MaxOutput)
 	}
 	errs = append(errs, c.validateSecurity(file, lines)...)
+	errs = append(errs, c.validateOps(file, lines)...)
 	return errs
 }
 
