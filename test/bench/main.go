@@ -9,7 +9,7 @@
 //
 // Run it from the repository root:
 //
-//	go run ./test/bench                 # issue 2: fg, bg and memory, 3 rounds
+//	go run ./test/bench                 # issue 2: fg, bg and memory, 7 rounds
 //	go run ./test/bench -rounds 5 -only fg,bg
 //	go run ./test/bench -proxy          # also issue 4 (needs `gearproxy run`)
 //	go run ./test/bench -json out.json  # also every raw result as JSON
@@ -66,8 +66,8 @@ type options struct {
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "rounds", 3, "runs of each workload per side, alternating which side goes first")
-	flag.DurationVar(&o.fgDuration, "fg-duration", 5*time.Second, "length of each fg run")
+	flag.IntVar(&o.rounds, "rounds", 7, "runs of each workload per side, alternating which side goes first (many short rounds cancel a shared machine's load bursts better than a few long ones)")
+	flag.DurationVar(&o.fgDuration, "fg-duration", 2*time.Second, "length of each fg run")
 	flag.IntVar(&o.bgJobs, "bg-jobs", 100000, "background jobs per bg run")
 	flag.IntVar(&o.memJobs, "mem-jobs", 1000000, "background jobs queued (with no workers) to measure memory per job")
 	only := flag.String("only", "fg,bg,mem", "workloads to run: comma list of fg, bg, mem")
