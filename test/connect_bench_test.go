@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -135,4 +136,68 @@ func processCPU(pid int) time.Duration {
 	fmt.Sscan(f[11], &utime)
 	fmt.Sscan(f[12], &stime)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// TestConnectBenchFlags: gearproxy bench speaks TLS and SASL to gearproxy
+// itself with the same flags as gearproxy connect (-tls, -ca, -server-name,
+// -cert/-key, -user, -password-file or GEARPROXY_PASSWORD, -mechanism),
+// and a refused login is a start error (exit 1) naming the cause.
+func TestConnectBenchFlags(t *testing.T) {
+	t.Parallel()
+	up, pki := startConnectProxy(t, []proxyBackend{{Name: "shard1"}})
+	cert := pki.Issue(t, connectCertCN)
+	password := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(password, []byte(connectPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	if err := os.WriteFile(wrong, []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Every job checked out: this line ends a good run's report.
+	const benchOK = "lost 0  duplicated 0  mismatched 0  failed 0\nOK"
+	bin := gearproxyBinary(t)
+	common := []string{"bench", "-server", up.Addr, "-jobs", "2000", "-clients", "2", "-workers", "2", "-function", "connect.bench.flags"}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		exit int
+		want string // in stdout (exit 0) or stderr
+	}{
+		{"SCRAM-SHA-256 from a file", nil, []string{"-tls", "-ca", up.CAFile, "-server-name", up.ServerName,
+			"-user", connectUser, "-password-file", password, "-mechanism", "SCRAM-SHA-256"}, 0, benchOK},
+		{"PLAIN from the environment", []string{"GEARPROXY_PASSWORD=" + connectPassword}, []string{"-ca", up.CAFile,
+			"-server-name", up.ServerName, "-user", connectUser, "-mechanism", "PLAIN"}, 0, benchOK},
+		{"best mechanism", nil, []string{"-ca", up.CAFile, "-server-name", up.ServerName,
+			"-user", connectUser, "-password-file", password}, 0, benchOK},
+		{"certificate login", nil, []string{"-ca", up.CAFile, "-server-name", up.ServerName,
+			"-cert", cert.CertFile, "-key", cert.KeyFile}, 0, benchOK},
+		{"wrong password", nil, []string{"-ca", up.CAFile, "-server-name", up.ServerName,
+			"-user", connectUser, "-password-file", wrong}, 1, "AUTH_FAILED"},
+		{"no TLS", nil, []string{"-user", connectUser, "-password-file", password}, 1, "log in"},
+		{"unknown CA", nil, []string{"-tls", "-server-name", up.ServerName, "-user", connectUser, "-password-file", password},
+			1, "certificate signed by unknown authority"},
+		{"no password", nil, []string{"-tls", "-user", connectUser}, 2, "has no password"},
+		{"bad mechanism", nil, []string{"-tls", "-user", connectUser, "-mechanism", "CRAM-MD5"}, 2, "-mechanism"},
+		{"EXTERNAL without a certificate", nil, []string{"-tls", "-mechanism", "EXTERNAL"}, 2, "needs -cert"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// GEARPROXY_PASSWORD from this process's environment must
+			// not reach the cases that test its absence.
+			env := append([]string{"GEARPROXY_PASSWORD="}, tt.env...)
+			r := runTool(t, time.Minute, nil, "env", append(append(env, bin), append(common, tt.args...)...)...)
+			out := r.Stderr
+			if tt.exit == 0 {
+				out = r.Stdout
+			}
+			if r.Exit != tt.exit || !strings.Contains(out, tt.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", r.Exit, tt.exit, tt.want, r)
+			}
+			if tt.exit == 0 {
+				t.Logf("%s", strings.SplitN(r.Stdout, "\n", 3)[1])
+			}
+		})
+	}
 }

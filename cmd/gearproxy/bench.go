@@ -63,6 +63,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 0, "give up when no job progresses for this long; in-flight jobs count as lost (default 10s)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the generator to this file")
+	security := addBenchSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -91,6 +92,12 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		Timeout:  *timeout,
 		Dial:     bench.DialTCP,
 	}
+	dial, err := security.dialer()
+	if err != nil {
+		fmt.Fprintf(stderr, "gearproxy bench: %v\n", err)
+		return 2
+	}
+	cfg.Dial = dial
 	if cfg.Mode == bench.Echo {
 		cfg.Workers = 0
 	}
