@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,29 +13,39 @@ import (
 
 	"github.com/gearproxy/gearproxy/bench"
 	"github.com/gearproxy/gearproxy/client"
+	"github.com/gearproxy/gearproxy/connect/connecttest"
 )
 
 // TestConnectThroughput is issue 6's benchmark: fg 8x8 (8 clients, 8 jobs
 // in flight each, 4 workers) through `gearproxy connect` with TLS + SCRAM
 // upstream, against the same workload with every connection speaking TLS +
-// SCRAM to the server directly, in the same run. Target: through connect
-// >= 0.7x direct. The server is connectUpstream's (today the test front
-// over gearmand; the proxy when it speaks SASL). Timing depends on the
-// machine, so it runs only with GEARPROXY_BENCH_CONNECT=1 (and without
-// -race, which would slow the in-process front, not the sidecar), and
-// fails on a missed target only with GEARPROXY_BENCH_ASSERT=1.
+// SCRAM to gearproxy directly (bench.DialSecure, as `gearproxy bench -tls
+// -user` does), in the same run. The server is `gearproxy run` with a TLS
+// + SASL listener, users and ACLs (startConnectProxy) over gearmand, or
+// over a bundled backend with GEARPROXY_BENCH_CONNECT=bundled. Target:
+// through connect >= 0.7x direct. Timing depends on the machine, so it
+// runs only when asked (and is best run without -race, which slows the
+// generator in this process), and fails on a missed target only with
+// GEARPROXY_BENCH_ASSERT=1.
 //
 //	GEARPROXY_BENCH_CONNECT=1 go test -run TestConnectThroughput -v ./test/
 //
-// GEARPROXY_BENCH_CONNECT_PROFILE=FILE writes the sidecar's CPU profile.
+// GEARPROXY_BENCH_JOBS (default 50000) and GEARPROXY_BENCH_RUNS (default
+// 3) size it; GEARPROXY_BENCH_CONNECT_PROFILE=FILE writes the sidecar's
+// CPU profile.
 func TestConnectThroughput(t *testing.T) {
 	if os.Getenv("GEARPROXY_BENCH_CONNECT") == "" {
 		t.Skip("a benchmark: set GEARPROXY_BENCH_CONNECT=1")
 	}
-	requirePeer(t, "gearmand")
 	jobs := envInt("GEARPROXY_BENCH_JOBS", 50000)
 	runs := envInt("GEARPROXY_BENCH_RUNS", 3)
-	up, _ := connectUpstream(t)
+	var up connecttest.Upstream
+	if os.Getenv("GEARPROXY_BENCH_CONNECT") == "bundled" {
+		up, _ = startConnectProxy(t, []proxyBackend{{Name: "shard1"}})
+	} else {
+		requirePeer(t, "gearmand")
+		up, _ = connectUpstream(t)
+	}
 	extra := []string{"-mechanism", "SCRAM-SHA-256", "-log-level", "warn"}
 	if p := os.Getenv("GEARPROXY_BENCH_CONNECT_PROFILE"); p != "" {
 		// Written when the sidecar stops on SIGTERM at the end.
@@ -47,24 +56,8 @@ func TestConnectThroughput(t *testing.T) {
 		defer sidecar.Stop(ioTimeout)
 	}
 
-	direct := func(ctx context.Context, addr string) (net.Conn, error) {
-		var d net.Dialer
-		raw, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		tc := tls.Client(raw, &tls.Config{RootCAs: up.Pool, ServerName: up.ServerName})
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, err
-		}
-		if _, err := client.Authenticate(ctx, tc, client.Credentials{Mechanism: client.MechSCRAM,
-			Username: connectUser, Password: connectPassword}); err != nil {
-			tc.Close()
-			return nil, err
-		}
-		return tc, nil
-	}
+	direct := bench.DialSecure(&tls.Config{RootCAs: up.Pool, ServerName: up.ServerName},
+		&client.Credentials{Mechanism: client.MechSCRAM, Username: connectUser, Password: connectPassword})
 	kinds := []struct {
 		name string
 		addr string
