@@ -153,7 +153,7 @@ func (c *Config) validateOps(file string, lines [][]byte) Errors {
 			add(key("function"), i, "schedule %q has no function", s.Name)
 		}
 		if _, err := schedule.Parse(s.Cron); err != nil {
-			add(key("cron"), i, "schedule %q: cron %q: %v", s.Name, s.Cron, err)
+			add(key("cron"), i, "schedule %q: %v", s.Name, err)
 			continue
 		}
 		prio, err := schedule.ParsePriority(s.Priority)

@@ -272,7 +272,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if s.ctx.Err() != nil || s.draining.Load() {
 				return ErrClosed
 			}
 			var ne net.Error

@@ -24,6 +24,7 @@ func commands() map[string]command {
 		"version": {"print the version", runVersion},
 		"passwd":  {"print a SCRAM-SHA-256 verifier for a user's password", runPasswd},
 		"connect": {"relay local plain Gearman clients to a TLS + SASL gearproxy", runConnect},
+		"check":   {"validate a configuration file, printing every error with its line", runCheck},
 	}
 }
 

@@ -92,6 +92,11 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 		return err
 	}
 	defer sec.stop()
+	ops, err := newOperations(ctx, cfg, log, sec)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
 	var bundled []*jobserver.Server
 	defer func() {
 		for _, js := range bundled {
@@ -111,9 +116,10 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 		MaxBackoff:     cfg.Health.MaxBackoff.Duration,
 		Version:        jobserver.Version,
 		Logger:         log,
+		Metrics:        ops.observer(),
 	}
 	for _, b := range cfg.Backends {
-		pb := proxy.Backend{Name: b.Name, Weight: b.Weight, Links: b.Links}
+		pb := proxy.Backend{Name: b.Name, Weight: b.Weight, Links: b.Links, Address: backendAddress(b)}
 		if b.Bundled {
 			st, err := store.Open(cfg.BackendDir(b), store.Options{Logger: log.With("backend", b.Name)})
 			if err != nil {
@@ -168,8 +174,12 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 			return err
 		}
 	}
-	sec.waitReloads(ctx, cfg.File)
+	if err := ops.start(srv, cfg); err != nil {
+		return err
+	}
+	ops.waitReloads(ctx, cfg.File)
 	log.Info("shutting down")
+	ops.shutdown(srv, cfg.DrainTimeout.Duration)
 	if err := srv.Close(); err != nil && !errors.Is(err, proxy.ErrClosed) {
 		return err
 	}
