@@ -1,5 +1,8 @@
 // Package auth decides who is connecting and what they may do: TLS
-// configuration with reloadable certificates, the server side of the SASL
+// configuration with reloadable certificates (TLSServer) or automatic
+// ones from an ACME CA (ACME, with certmagic; TLS-ALPN-01 is answered on
+// the listener itself, and a CA's probe is closed after its handshake,
+// never served), the server side of the SASL
 // extension (../shared/docs/sasl-extension.md), the user store, ACL
 // evaluation, tenant namespaces and audit events. It never touches a
 // backend; the proxy session feeds it packets and acts on its answers.
@@ -22,6 +25,7 @@
 // anything not allowed is denied. Permissions caches a session's decisions.
 //
 // Everything hangs off values (Users, Authenticator, Listener, TLSServer,
-// Auditor) so that two proxies can run in one process; reloads swap whole
+// ACME, Auditor) so that two proxies can run in one process (ACME has its
+// own certmagic cache and config, never certmagic.Default); reloads swap whole
 // immutable sets behind atomic pointers.
 package auth
