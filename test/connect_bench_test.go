@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,31 +59,52 @@ func TestConnectThroughput(t *testing.T) {
 
 	direct := bench.DialSecure(&tls.Config{RootCAs: up.Pool, ServerName: up.ServerName},
 		&client.Credentials{Mechanism: client.MechSCRAM, Username: connectUser, Password: connectPassword})
+	// With GEARPROXY_BENCH_CONNECT_CLI=1 each round is a `gearproxy bench`
+	// process instead (its flags do what direct does), as a user would
+	// measure it: the generator then shares nothing with the test.
+	cli := os.Getenv("GEARPROXY_BENCH_CONNECT_CLI") != ""
+	password := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(password, []byte(connectPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	kinds := []struct {
 		name string
 		addr string
 		dial bench.Dialer
+		args []string // gearproxy bench flags that do what dial does
 	}{
-		{"direct TLS + SCRAM", up.Addr, direct},
-		{"through gearproxy connect", sidecar.Addr, bench.DialTCP},
+		{"direct TLS + SCRAM", up.Addr, direct, []string{"-ca", up.CAFile, "-server-name", up.ServerName,
+			"-user", connectUser, "-password-file", password, "-mechanism", "SCRAM-SHA-256"}},
+		{"through gearproxy connect", sidecar.Addr, bench.DialTCP, nil},
 	}
 	rates := make([][]float64, len(kinds))
 	// Rounds alternate the two so that a noisy neighbour hurts both alike.
 	for run := range runs {
 		for i, k := range kinds {
 			cpuBefore := processCPU(sidecar.Pid)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			res, err := bench.Run(ctx, bench.Config{Servers: []string{k.addr}, Mode: bench.Foreground,
-				Clients: 8, Pipeline: 8, Workers: 4, Jobs: jobs, Dial: k.dial,
-				Function: fmt.Sprintf("connect.bench.%d.%d", run, i)})
-			cancel()
-			if err != nil {
-				t.Fatalf("%s: %v", k.name, err)
-			}
-			if !res.OK() {
-				var b strings.Builder
-				res.WriteText(&b)
-				t.Fatalf("%s: jobs did not check out:\n%s", k.name, b.String())
+			function := fmt.Sprintf("connect.bench.%d.%d", run, i)
+			var res bench.Result
+			if cli {
+				args := append([]string{"bench", "-json", "-mode", "fg", "-clients", "8", "-pipeline", "8", "-workers", "4",
+					"-jobs", fmt.Sprint(jobs), "-server", k.addr, "-function", function}, k.args...)
+				if run == 0 {
+					t.Logf("%s: gearproxy %s", k.name, strings.Join(args, " "))
+				}
+				res = benchCLI(t, args)
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				r, err := bench.Run(ctx, bench.Config{Servers: []string{k.addr}, Mode: bench.Foreground,
+					Clients: 8, Pipeline: 8, Workers: 4, Jobs: jobs, Dial: k.dial, Function: function})
+				cancel()
+				if err != nil {
+					t.Fatalf("%s: %v", k.name, err)
+				}
+				if !r.OK() {
+					var b strings.Builder
+					r.WriteText(&b)
+					t.Fatalf("%s: jobs did not check out:\n%s", k.name, b.String())
+				}
+				res = *r
 			}
 			cpu := ""
 			if i == 1 {
@@ -114,6 +136,21 @@ func TestConnectThroughput(t *testing.T) {
 	if os.Getenv("GEARPROXY_BENCH_ASSERT") != "" && ratio < 0.7 {
 		t.Errorf("target missed: %.2fx < 0.7x", ratio)
 	}
+}
+
+// benchCLI runs `gearproxy bench -json` and returns its result, failing
+// the test unless every job checked out (exit 0).
+func benchCLI(t *testing.T, args []string) bench.Result {
+	t.Helper()
+	r := runTool(t, 5*time.Minute, nil, gearproxyBinary(t), args...)
+	var res struct {
+		Jobs       int64   `json:"jobs"`
+		JobsPerSec float64 `json:"jobs_per_s"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &res); r.Exit != 0 || err != nil {
+		t.Fatalf("gearproxy %s: %v\n%s", strings.Join(args, " "), err, r)
+	}
+	return bench.Result{Jobs: res.Jobs, JobsPerSec: res.JobsPerSec}
 }
 
 // processCPU is the user + system CPU time a process has used so far, from
