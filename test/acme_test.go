@@ -107,6 +107,21 @@ type acmeProxy struct {
 	*Server
 	Domain string
 	pebble *pebble
+	bin    string
+	config string
+	dir    string
+}
+
+// restart kills the proxy and starts it again with the same config and
+// data_dir.
+func (ap *acmeProxy) restart(t *testing.T) {
+	t.Helper()
+	ap.Kill()
+	s := startProcess(t, "gearproxy-acme-restarted", ap.Addr, filepath.Join(ap.dir, "restarted.log"), ap.bin, "run", "-config", ap.config)
+	if s == nil {
+		t.Fatal("gearproxy run did not start again")
+	}
+	ap.Server = s
 }
 
 // startACMEProxy starts pebble and gearproxy; tlsTable is the listener's
@@ -145,7 +160,7 @@ bundled = true
 	if s == nil {
 		t.Fatal("gearproxy run with [listener.acme] did not start")
 	}
-	return &acmeProxy{Server: s, Domain: domain, pebble: pb}
+	return &acmeProxy{Server: s, Domain: domain, pebble: pb, bin: bin, config: cfgFile, dir: dir}
 }
 
 // tlsConfig trusts only pebble's roots and expects the ACME domain.
@@ -240,6 +255,16 @@ func TestACMEObtainAndServe(t *testing.T) {
 		Addr: ap.Addr, TLS: ap.tlsConfig(), DialTimeout: 10 * time.Second, MaxBackoff: time.Second,
 		Credentials: &client.Credentials{Username: "alice", Password: "alice", Mechanism: "SCRAM-SHA-256"},
 	}, "acme.echo")
+	// A restart serves the stored certificate: the same one, not asked
+	// of the CA again (Let's Encrypt limits how often it issues).
+	ap.restart(t)
+	if again := ap.waitCertificate(t); again.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Fatalf("after a restart: serial %v, want the stored %v", again.SerialNumber, leaf.SerialNumber)
+	}
+	if strings.Contains(ap.Log(), "obtaining certificate") {
+		t.Fatalf("the restarted proxy asked the CA again:\n%s", ap.Log())
+	}
+
 	// A client that dials the address and sends no server name (an IP
 	// address is never sent as one) gets the same certificate: the first
 	// domain is certmagic's default server name.
