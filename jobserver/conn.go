@@ -32,7 +32,7 @@ type replySlot struct {
 type conn struct {
 	s    *Server
 	nc   net.Conn
-	out  *outbox
+	out  *protocol.Outbox
 	id   int // the fd where there is one, as gearmand's "workers" shows
 	host string
 
@@ -55,7 +55,7 @@ type conn struct {
 
 func (s *Server) serveConn(nc net.Conn) {
 	c := &conn{s: s, nc: nc, host: hostOf(nc.RemoteAddr())}
-	c.out = newOutbox(nc, s.opts.OutboxLimit)
+	c.out = protocol.NewConnOutbox(nc, s.opts.OutboxLimit, protocol.InlineSafe(nc))
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -83,7 +83,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		if err := c.out.run(); err != nil {
+		if err := c.out.Run(); err != nil {
 			if errors.Is(err, protocol.ErrOutboxFull) {
 				s.log.Warn("connection closed: peer is not reading its replies", "remote", nc.RemoteAddr().String())
 			}
@@ -100,7 +100,7 @@ func (s *Server) serveConn(nc net.Conn) {
 
 	// Let the writer send what is queued (an ERROR naming why we close),
 	// but never wait on a peer that does not read.
-	c.out.closeWithin(2 * time.Second)
+	c.out.CloseWithin(2 * time.Second)
 	<-writerDone
 	nc.Close()
 }
@@ -147,7 +147,7 @@ func (c *conn) readLoop() {
 	var p protocol.Packet
 	for {
 		err := r.Read(&p)
-		c.out.begin()
+		c.out.Begin()
 		if err != nil {
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
@@ -203,7 +203,7 @@ func (fr flushingReader) Read(b []byte) (int, error) {
 // other connections (WORK_* to clients, NOOP to workers) is left to their
 // writer goroutines: writing it here put a client's write on the worker's
 // critical path and cost more CPU per job than the goroutine switch.
-func (c *conn) flushAll() { c.out.flush() }
+func (c *conn) flushAll() { c.out.Flush() }
 
 // frameError answers a framing error: an ERROR packet naming the cause,
 // or an ERR line for a bad admin line.

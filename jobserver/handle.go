@@ -157,9 +157,9 @@ func (c *conn) submit(p *protocol.Packet) {
 		case c.persist <- struct{}{}:
 		default:
 			// The store lags: send what is ready, then pause this reader.
-			c.out.flush()
+			c.out.Flush()
 			c.persist <- struct{}{}
-			c.out.begin()
+			c.out.Begin()
 		}
 	}
 

@@ -273,7 +273,7 @@ func TestCloseWithNonReadingClient(t *testing.T) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for c := s.conns; c != nil; c = c.next {
-			if c.out.pendingLen() > 1<<20 {
+			if c.out.Pending() > 1<<20 {
 				return true
 			}
 		}
