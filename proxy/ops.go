@@ -44,6 +44,8 @@ type ops struct {
 	// runningJobs counts jobs assigned to this proxy's workers whose
 	// final WORK_* has not been sent yet.
 	runningJobs atomic.Int64
+	// limits, once a reload set them, replace those of Options.
+	limits atomic.Pointer[Limits]
 }
 
 // metricFn copies a function name for a metric label only when someone
@@ -314,4 +316,33 @@ func (s *session) refuseDraining(what string) bool {
 		})
 	}
 	return true
+}
+
+// Limits are the server's limits that a reload may change while it runs.
+// New sessions get the new MaxOutput; IdleTimeout and MaxConnections apply
+// at once to every session and listener.
+type Limits struct {
+	MaxConnections int
+	MaxOutput      int
+	IdleTimeout    time.Duration
+}
+
+// SetLimits replaces the live limits; zero MaxConnections or MaxOutput
+// take the defaults of Options.
+func (srv *Server) SetLimits(l Limits) {
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = 100000
+	}
+	if l.MaxOutput <= 0 {
+		l.MaxOutput = 16 << 20
+	}
+	srv.limits.Store(&l)
+}
+
+// liveLimits returns the limits in force: Options until SetLimits.
+func (srv *Server) liveLimits() Limits {
+	if l := srv.limits.Load(); l != nil {
+		return *l
+	}
+	return Limits{MaxConnections: srv.opts.MaxConnections, MaxOutput: srv.opts.MaxOutput, IdleTimeout: srv.opts.IdleTimeout}
 }

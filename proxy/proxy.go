@@ -287,7 +287,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 		}
 		backoff = 5 * time.Millisecond
 		n, h := s.conns.Add(1), here.Add(1)
-		if n > int64(s.opts.MaxConnections) || (l.MaxConnections > 0 && h > int64(l.MaxConnections)) {
+		if n > int64(s.liveLimits().MaxConnections) || (l.MaxConnections > 0 && h > int64(l.MaxConnections)) {
 			s.conns.Add(-1)
 			here.Add(-1)
 			s.refuse(conn)

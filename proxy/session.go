@@ -53,7 +53,7 @@ func newSession(s *Server, a Authenticated) *session {
 		srv:    s,
 		id:     s.nextID.Add(1),
 		conn:   a.Conn,
-		out:    protocol.NewOutbox(a.Conn, s.opts.MaxOutput),
+		out:    protocol.NewOutbox(a.Conn, s.liveLimits().MaxOutput),
 		ident:  a.Identity,
 		remote: a.Conn.RemoteAddr().String(),
 	}
@@ -167,7 +167,7 @@ func (s *session) readLoop() error {
 	var p protocol.Packet
 	for {
 		if pr == nil {
-			if err := s.src.waitFirstByte(s.srv.opts.IdleTimeout, s.busy); err != nil {
+			if err := s.src.waitFirstByte(s.srv.liveLimits().IdleTimeout, s.busy); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					s.setReason("idle timeout")
 				}

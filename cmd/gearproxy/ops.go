@@ -380,8 +380,16 @@ func (o *operations) reload(file string) {
 	if !reflect.DeepEqual(cfg.Backends, run.Backends) {
 		refuse("the backend list")
 	}
-	if cfg.Limits != run.Limits || cfg.Health != run.Health {
-		refuse("[limits] and [health]")
+	if cfg.Limits.MaxPacketSize != run.Limits.MaxPacketSize || cfg.Limits.HandleCache != run.Limits.HandleCache {
+		refuse("[limits] max_packet_size and handle_cache")
+	}
+	if cfg.Health != run.Health {
+		refuse("[health]")
+	}
+	if l := cfg.Limits; l.MaxConnections != run.Limits.MaxConnections || l.MaxOutput != run.Limits.MaxOutput || l.IdleTimeout != run.Limits.IdleTimeout {
+		o.srv.SetLimits(proxy.Limits{MaxConnections: l.MaxConnections, MaxOutput: l.MaxOutput, IdleTimeout: l.IdleTimeout.Duration})
+		run.Limits.MaxConnections, run.Limits.MaxOutput, run.Limits.IdleTimeout = l.MaxConnections, l.MaxOutput, l.IdleTimeout
+		o.log.Info("reload: limits applied", "max_connections", l.MaxConnections, "max_output", l.MaxOutput, "idle_timeout", l.IdleTimeout.Duration)
 	}
 	if cfg.Log != run.Log {
 		refuse("[log]")
