@@ -44,8 +44,9 @@ const connectForbidden = "connect.secret.report"
 // connectProxyConfig is the part of the connect tests' gearproxy
 // configuration after the listener: users and their ACLs. alice logs in
 // with a password (its SCRAM verifier is %[1]s); worker with a client
-// certificate whose CN is %[2]s. Both may submit and work connect.* but not
-// connect.secret.*, and may run the admin status command only.
+// certificate whose CN is %[2]s. Both may submit and work connect.* (and
+// reverse, the function of examples/) but not connect.secret.*, and may run
+// the admin status command only.
 const connectProxyConfig = `
 [[user]]
 name = "alice"
@@ -60,8 +61,8 @@ groups = ["connect"]
 [[group]]
 name = "connect"
 [group.allow]
-submit = ["connect.*"]
-work = ["connect.*"]
+submit = ["connect.*", "reverse"]
+work = ["connect.*", "reverse"]
 admin = ["status"]
 [group.deny]
 submit = ["connect.secret.*"]
@@ -162,8 +163,10 @@ func wantOutput(t *testing.T, what string, r ToolResult, want string) {
 }
 
 // TestConnectPHP: a php-gearman worker and a php-gearman client, each
-// through its own `gearproxy connect`, to a TLS + SCRAM server: round
-// trip, background jobs with jobStatus, and gearadmin --status.
+// through its own `gearproxy connect`, to gearproxy with TLS, SCRAM and
+// ACLs: round trip, background jobs with jobStatus, and gearadmin --status
+// (an admin command alice's ACL allows). TestConnectPHPForbidden has the
+// refused function.
 func TestConnectPHP(t *testing.T) {
 	t.Parallel()
 	requirePeer(t, "gearmand", "php", "gearadmin")
