@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strconv"
@@ -222,8 +223,11 @@ func (srv *Server) closedConn(listener string) {
 	}
 }
 
+// authFailed counts a connection that did not authenticate, except a peer
+// that hung up before saying anything: port probes and load balancer
+// health checks do that all day (the audit log skips them too).
 func (srv *Server) authFailed(listener string, err error) {
-	if srv.obs != nil {
+	if srv.obs != nil && !errors.Is(err, io.EOF) {
 		srv.obs.AuthFailure(listener, authReason(err))
 	}
 }
