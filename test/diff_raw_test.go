@@ -399,6 +399,43 @@ c1: JOB_CREATED "H2"
 status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "1" "0" "0" "0" "0"`,
 		},
 		scenario{
+			name: "raw_get_status_unique_three_functions",
+			// GET_STATUS_UNIQUE is not scoped to a function: with one
+			// unique in three functions, which job answers?
+			run: func(e *env) {
+				f, g, h, u := e.fn("f"), e.fn("g"), e.fn("h"), e.fn("u")
+				c := e.dial("client")
+				c.Send(P.SubmitJob, f, u, "oldest")
+				hf := c.handle()
+				c.Send(P.SubmitJob, g, u, "middle")
+				c.handle()
+				c.Send(P.SubmitJob, h, u, "newest")
+				c.handle()
+				w := e.worker("worker", f)
+				w.Send(P.GrabJob)
+				w.recv()
+				w.Send(P.WorkStatus, hf, "1", "2")
+				c.recv()
+				s := e.dial("status")
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+				w.Send(P.WorkComplete, hf, "")
+				c.recv()
+				s.Send(P.GetStatusUnique, u)
+				s.recv()
+			},
+			knownDiff: "raw_get_status_unique_three_functions",
+			want: `
+client: JOB_CREATED "H1"
+client: JOB_CREATED "H2"
+client: JOB_CREATED "H3"
+worker: JOB_ASSIGN "H1" "raw_get_status_unique_three_functions.f" "oldest"
+client: WORK_STATUS "H1" "1" "2"
+status: STATUS_RES_UNIQUE "raw_get_status_unique_three_functions.u" "1" "0" "0" "0" "1"
+client: WORK_COMPLETE "H1" ""
+status: STATUS_RES_UNIQUE "raw_get_status_unique_three_functions.u" "1" "0" "0" "0" "1"`,
+		},
+		scenario{
 			name: "raw_option_req",
 			run: func(e *env) {
 				c := e.dial("client")
