@@ -2,6 +2,7 @@ package backend
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -18,7 +19,10 @@ var ErrDown = errors.New("backend down")
 const outputLimit = 64 << 20
 
 // Link is one connection to a backend: a reader goroutine, and an Outbox
-// with its writer goroutine. On a shared client link every request that
+// with its writer goroutine. Requests that the reader's own handlers send
+// while it handles a burst from the backend (a worker's next GRAB_JOB)
+// leave with the reader's Outbox.Flush before it reads again, in its own
+// goroutine on a plain socket. On a shared client link every request that
 // gearmand answers (SUBMIT_JOB*, GET_STATUS*, OPTION_REQ, ECHO_REQ) is paired
 // with its reply purely by order, as gearmand answers each connection's
 // requests strictly in order; packets that answer no request (WORK_* on a
@@ -55,7 +59,7 @@ func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose
 	if _, ok := conn.(*memConn); ok {
 		l.direct = true
 	} else {
-		l.out = protocol.NewOutbox(conn, outputLimit)
+		l.out = protocol.NewConnOutbox(conn, outputLimit, protocol.InlineSafe(conn))
 		go func() {
 			if err := l.out.Run(); err != nil {
 				l.fail(err)
@@ -79,12 +83,21 @@ func isReply(t protocol.Type) bool {
 
 func (l *Link) readLoop(maxData int) {
 	defer close(l.done)
-	r := protocol.NewReader(l.conn, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData})
+	var src io.Reader = l.conn
+	if l.out != nil {
+		// The Reader reads from the connection only when every packet
+		// it had is handled: the end of a burst.
+		src = flushingReader{l}
+	}
+	r := protocol.NewReader(src, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData})
 	var p protocol.Packet
 	for {
 		if err := r.Read(&p); err != nil {
 			l.fail(err)
 			return
+		}
+		if l.out != nil {
+			l.out.Begin()
 		}
 		if isReply(p.Type) {
 			if reply := l.pop(); reply != nil {
@@ -94,6 +107,15 @@ func (l *Link) readLoop(maxData int) {
 		}
 		l.handler(&p)
 	}
+}
+
+// flushingReader sends what the link's reader queued during a burst
+// before it waits on the connection again.
+type flushingReader struct{ l *Link }
+
+func (fr flushingReader) Read(b []byte) (int, error) {
+	fr.l.out.Flush()
+	return fr.l.conn.Read(b)
 }
 
 func (l *Link) pop() func(*protocol.Packet) {

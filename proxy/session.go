@@ -14,8 +14,11 @@ import (
 
 // session is one client or worker connection. Its reader goroutine reads
 // and dispatches packets in order; replies are produced by that goroutine
-// or by backend link readers, and leave through the Outbox's writer
-// goroutine. A session becomes a worker lazily, on its first worker packet.
+// or by backend link readers. The reader writes what it queued during a
+// burst of requests itself, before it reads again (Outbox.Flush), which
+// saves a goroutine switch; output queued by link readers leaves through
+// the Outbox's writer goroutine, so no backend waits on a client's socket.
+// A session becomes a worker lazily, on its first worker packet.
 type session struct {
 	srv    *Server
 	id     uint64
@@ -53,23 +56,35 @@ func newSession(s *Server, a Authenticated) *session {
 		srv:    s,
 		id:     s.nextID.Add(1),
 		conn:   a.Conn,
-		out:    protocol.NewOutbox(a.Conn, s.liveLimits().MaxOutput),
+		out:    protocol.NewConnOutbox(a.Conn, s.liveLimits().MaxOutput, inlineSafe(a.Conn)),
 		ident:  a.Identity,
 		remote: a.Conn.RemoteAddr().String(),
 	}
-	sess.src = &sourceReader{conn: a.Conn, prefix: a.Buffered}
+	sess.src = &sourceReader{conn: a.Conn, prefix: a.Buffered, flush: sess.out.Flush}
 	return sess
+}
+
+// inlineSafe reports whether the session's reader may write its replies
+// itself: on a plain socket, seen through the wrapper the authenticator
+// puts around every connection.
+func inlineSafe(c net.Conn) bool {
+	if lc, ok := c.(*liveConn); ok {
+		c = lc.Conn
+	}
+	return protocol.InlineSafe(c)
 }
 
 // sourceReader feeds the protocol.Reader. It hands out bytes read ahead
 // (by the authenticator, or the one byte an idle session waits for), and
 // arms a short read deadline when the session is at a packet boundary, so
-// that a quiet session can give its read buffer back.
+// that a quiet session can give its read buffer back. Before it waits on
+// the socket it flushes the replies of the burst just handled.
 type sourceReader struct {
 	conn   net.Conn
 	prefix []byte
 	one    [1]byte
 	armed  bool
+	flush  func()
 }
 
 func (r *sourceReader) Read(p []byte) (int, error) {
@@ -78,6 +93,7 @@ func (r *sourceReader) Read(p []byte) (int, error) {
 		r.prefix = r.prefix[n:]
 		return n, nil
 	}
+	r.flush()
 	if r.armed {
 		r.armed = false
 		r.conn.SetReadDeadline(time.Now().Add(shrinkAfter))
@@ -94,6 +110,7 @@ func (r *sourceReader) waitFirstByte(idle time.Duration, busy func() bool) error
 	if len(r.prefix) > 0 {
 		return nil
 	}
+	r.flush()
 	for {
 		if idle > 0 {
 			r.conn.SetReadDeadline(time.Now().Add(idle))
@@ -190,6 +207,7 @@ func (s *session) readLoop() error {
 			}
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
+				s.out.Begin()
 				seq := s.reserve()
 				if errors.Is(fe, protocol.ErrLineTooLong) || errors.Is(fe, protocol.ErrTooManyTokens) {
 					// An admin line gets its error as a text line.
@@ -203,6 +221,13 @@ func (s *session) readLoop() error {
 				s.setReason("protocol error: " + fe.Error())
 			}
 			return err
+		}
+		if p.Type == protocol.Text {
+			// An admin command may wait on every backend: what is
+			// queued leaves now rather than wait with it.
+			s.out.Flush()
+		} else {
+			s.out.Begin()
 		}
 		s.dispatch(&p)
 	}
