@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,8 +39,28 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	// What the file's syntax allows but startup would still refuse:
 	// users the auth package rejects (it names the user).
+	bad := false
 	if _, err := authUsers(cfg); err != nil {
 		fmt.Fprintf(stderr, "%s: users: %v\n", *file, err)
+		bad = true
+	}
+	// Certificate files that exist but do not load (a key that does
+	// not match, a CA bundle without a certificate).
+	for _, l := range cfg.Listeners {
+		if l.TLS != nil {
+			if err := checkTLSFiles(l.TLS, l.ACME == nil); err != nil {
+				fmt.Fprintf(stderr, "%s: listener %s: %v\n", *file, l.Address, err)
+				bad = true
+			}
+		}
+	}
+	if a := cfg.Admin; a.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(a.TLSCert, a.TLSKey); err != nil {
+			fmt.Fprintf(stderr, "%s: admin: certificate %s / key %s: %v\n", *file, a.TLSCert, a.TLSKey, err)
+			bad = true
+		}
+	}
+	if bad {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: OK\n", *file)
