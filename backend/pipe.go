@@ -131,6 +131,11 @@ type memConn struct {
 func (c *memConn) Read(p []byte) (int, error)  { return c.r.read(p) }
 func (c *memConn) Write(p []byte) (int, error) { return c.w.write(p) }
 
+// BufferedWrites tells protocol.InlineSafe that a write returns once
+// queued, as on a socket: the in-process job server's reader then writes
+// its replies itself instead of waking its writer goroutine.
+func (c *memConn) BufferedWrites() bool { return true }
+
 // Close ends both directions: the peer reads what was written, then EOF,
 // and its writes fail.
 func (c *memConn) Close() error {

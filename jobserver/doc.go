@@ -2,18 +2,18 @@
 // compatible server with queues per function and priority, coalescing on
 // unique IDs, worker wake-ups, timeouts, epoch and SCHED jobs and the admin
 // text commands. It runs standalone (`gearproxy server`) or in process as a
-// proxy backend (Server.ServeConn over net.Pipe), and keeps background jobs
+// proxy backend (Server.ServeConn over an in-memory connection), and keeps background jobs
 // durable through jobserver/store.
 //
 // # Design
 //
 // One reader goroutine per connection parses requests with protocol.Reader
 // and handles each under the server's single mutex, which is never held
-// across I/O. Replies are appended to the connection's bounded outbox; the
-// reader writes the replies of a burst of requests itself before it reads
-// again, and output for other connections (WORK_* to clients, NOOP to
-// workers) is written by the reader that produced it after its burst, or by
-// the target's writer goroutine. A peer that does not read is cut off when
+// across I/O. Replies are appended to the connection's bounded
+// protocol.Outbox; the reader writes the replies of a burst of requests
+// itself before it reads again (Outbox.Begin and Flush), and output for
+// other connections (WORK_* to clients, NOOP to workers) is written by the
+// target's writer goroutine. A peer that does not read is cut off when
 // its outbox passes Options.OutboxLimit; nobody waits on it.
 //
 // Jobs are small (the unique ID and data share one string, the handle is

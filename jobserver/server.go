@@ -197,7 +197,10 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // ServeConn serves one connection until it closes and returns then. The
-// proxy uses it with net.Pipe for in-process backends.
+// proxy uses it with backend.Pipe for in-process backends, whose buffered
+// writes let the reader write its replies itself as on a socket (see
+// protocol.InlineSafe); over net.Pipe they go through the writer goroutine,
+// so a peer that writes before it reads cannot hold the reader.
 func (s *Server) ServeConn(nc net.Conn) {
 	s.connWG.Add(1)
 	defer s.connWG.Done()

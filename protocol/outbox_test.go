@@ -249,3 +249,40 @@ func TestOutboxConcurrentOrder(t *testing.T) {
 		})
 	}
 }
+
+type bufferedConn struct {
+	net.Conn
+	buffered bool
+}
+
+func (c bufferedConn) BufferedWrites() bool { return c.buffered }
+
+func TestInlineSafe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tcp, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	pa, pb := net.Pipe()
+	defer pa.Close()
+	defer pb.Close()
+	for _, tc := range []struct {
+		name string
+		c    net.Conn
+		want bool
+	}{
+		{"tcp", tcp, true},
+		{"net.Pipe", pa, false},
+		{"buffered in-memory", bufferedConn{pa, true}, true},
+		{"unbuffered wrapper", bufferedConn{tcp, false}, false},
+	} {
+		if got := InlineSafe(tc.c); got != tc.want {
+			t.Errorf("%s: InlineSafe = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -150,11 +150,15 @@ func NewConnOutbox(c net.Conn, limit int, inline bool) *Outbox {
 
 // InlineSafe reports whether a connection's reader may write its own
 // replies to c with a deadline: true for sockets, whose kernel buffer
-// absorbs a burst. Not on net.Pipe, where a write waits for the peer's
-// read, so a peer that writes before it reads would hold the reader for
-// the whole timeout; not on TLS, whose connection is broken for good once
-// a write times out.
+// absorbs a burst, and for in-memory connections that buffer writes the
+// same way and say so with a BufferedWrites method. Not on net.Pipe, where
+// a write waits for the peer's read, so a peer that writes before it reads
+// would hold the reader for the whole timeout; not on TLS, whose
+// connection is broken for good once a write times out.
 func InlineSafe(c net.Conn) bool {
+	if b, ok := c.(interface{ BufferedWrites() bool }); ok {
+		return b.BufferedWrites()
+	}
 	_, socket := c.(syscall.Conn)
 	return socket
 }
