@@ -28,8 +28,14 @@ type opsProxy struct {
 // configuration, before any table.
 func startOpsProxy(t testing.TB, backends []proxyBackend, extra string) *opsProxy {
 	t.Helper()
+	return startOpsProxyAdmin(t, backends, extra, "")
+}
+
+// startOpsProxyAdmin is startOpsProxy with more [admin] keys.
+func startOpsProxyAdmin(t testing.TB, backends []proxyBackend, extra, adminKeys string) *opsProxy {
+	t.Helper()
 	admin, work := freeAddr(t), freeAddr(t)
-	s := startProxyRun(t, backends, fmt.Sprintf("%s\n[admin]\naddress = %q\n[[listener]]\naddress = %q\nuser = \"local\"\n", extra, admin, work))
+	s := startProxyRun(t, backends, fmt.Sprintf("%s\n[admin]\naddress = %q\n%s\n[[listener]]\naddress = %q\nuser = \"local\"\n", extra, admin, adminKeys, work))
 	if err := waitForPort(admin, s.Exited(), 15*time.Second); err != nil {
 		t.Fatalf("admin listener %s: %v\n%s", admin, err, s.Log())
 	}

@@ -122,7 +122,8 @@ func (o *operations) observer() proxy.Observer {
 	return o.metrics
 }
 
-// authenticate checks admin basic-auth credentials against the user store.
+// authenticate checks admin basic-auth credentials against the user store
+// (the admin server counts and logs the failures).
 func (o *operations) authenticate(name, password string) bool {
 	l := o.logins.Load()
 	u, ok := o.sec.users.Users().Lookup(name)
@@ -130,14 +131,9 @@ func (o *operations) authenticate(name, password string) bool {
 	allowed := ok && hasPassword && !u.Disabled && (l.allowed[name] || len(l.allowed) == 0 && u.Superuser)
 	if !allowed {
 		l.dummy.CheckPassword(password)
-		o.metrics.AuthFailure("admin", admin.AuthAdminHTTP)
 		return false
 	}
-	if !v.CheckPassword(password) {
-		o.metrics.AuthFailure("admin", admin.AuthAdminHTTP)
-		return false
-	}
-	return true
+	return v.CheckPassword(password)
 }
 
 // start serves the admin listener and runs the schedules, once the proxy
