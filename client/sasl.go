@@ -114,6 +114,9 @@ func authenticate(w *protocol.Writer, r *protocol.Reader, creds Credentials, cs 
 	switch p.Type {
 	case protocol.SASLMechsRes:
 	case protocol.Error:
+		if user, ok := certificateLogin(&p, creds, cs); ok {
+			return user, nil
+		}
 		return "", fmt.Errorf("%w (%s: %s)", ErrNoSASL, p.Arg(0), p.Arg(1))
 	default:
 		return "", fmt.Errorf("unexpected %s in reply to SASL_MECHS_REQ", p.Type)
@@ -161,6 +164,31 @@ func authenticate(w *protocol.Writer, r *protocol.Reader, creds Credentials, cs 
 			return "", fmt.Errorf("unexpected %s during SASL exchange", p.Type)
 		}
 	}
+}
+
+// alreadyAuthenticated is how gearproxy words AUTH_SEQUENCE on a
+// connection that is logged in already; the user name follows it.
+const alreadyAuthenticated = "already authenticated as "
+
+// certificateLogin recognises a server that logged the connection in by its
+// client certificate at the end of the TLS handshake (sasl-extension.md
+// allows it, so that unmodified TLS clients need no SASL): it answers
+// SASL_MECHS_REQ with AUTH_SEQUENCE, since the identity can never change
+// again. That is the outcome EXTERNAL asks for, so it counts as success
+// when the caller asked for EXTERNAL or for no particular mechanism, and
+// only over TLS; a caller who asked for a password login gets the error.
+func certificateLogin(p *protocol.Packet, creds Credentials, cs *tls.ConnectionState) (string, bool) {
+	if cs == nil || string(p.Arg(0)) != "AUTH_SEQUENCE" {
+		return "", false
+	}
+	if m := strings.ToUpper(creds.Mechanism); m != "" && m != MechExternal {
+		return "", false
+	}
+	user, found := strings.CutPrefix(string(p.Arg(1)), alreadyAuthenticated)
+	if !found {
+		user = ""
+	}
+	return user, true
 }
 
 func send(w *protocol.Writer, t protocol.Type, args ...[]byte) error {

@@ -367,9 +367,6 @@ func TestConnectGoClient(t *testing.T) {
 			jctx, jcancel := context.WithTimeout(ctx, ioTimeout)
 			defer jcancel()
 			got, err := c.Do(jctx, client.Job{Function: "connect.go.reverse", Data: []byte("through " + tt.mechanism)})
-			if err != nil && tt.mechanism == "EXTERNAL" {
-				skipCertLoginGap(t, err)
-			}
 			if want := reverse("through " + tt.mechanism); err != nil || string(got) != want {
 				t.Fatalf("Do: %q, %v; want %q", got, err, want)
 			}
@@ -505,22 +502,6 @@ func TestConnectPHPForbidden(t *testing.T) {
 	}
 }
 
-// skipCertLoginGap skips a test of EXTERNAL that fails only because of an
-// open issue-6 gap: on a listener with cert_mapping, gearproxy logs a
-// mapped client certificate in at the end of the TLS handshake and then
-// answers SASL_MECHS_REQ with ERROR AUTH_SEQUENCE ("already authenticated
-// as worker"), which client.Authenticate reads as a server without SASL.
-// Either side may close it (the client taking AUTH_SEQUENCE there as "the
-// certificate did it", or the proxy answering SASL_MECHS_RES "EXTERNAL"
-// and SASL_START EXTERNAL with SASL_OK after a certificate login); then
-// this stops skipping by itself. Any other error fails.
-func skipCertLoginGap(t *testing.T, err error) {
-	t.Helper()
-	if strings.Contains(err.Error(), "AUTH_SEQUENCE: already authenticated as "+connectCertUser) {
-		t.Skipf("known gap, client.Authenticate after a certificate login: %v", err)
-	}
-}
-
 // TestConnectGoClientDirect: the Go client needs no sidecar. Against a
 // bare gearmand it speaks plain Gearman (no TLS, no SASL); to gearproxy it
 // speaks TLS and logs in with each mechanism, and a function its ACL
@@ -573,9 +554,6 @@ func TestConnectGoClientDirect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := client.Dial(ctx, tt.cfg)
-			if err != nil && tt.name == "EXTERNAL" {
-				skipCertLoginGap(t, err)
-			}
 			if err != nil {
 				t.Fatal(err)
 			}
