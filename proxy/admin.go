@@ -77,11 +77,11 @@ func (srv *Server) adminReply(ctx context.Context, s *session, cmd string, args 
 	case cmd == "show" && len(args) == 3 && strings.EqualFold(args[1], "unique") && strings.EqualFold(args[2], "jobs"):
 		return srv.concatLists(ctx, "show unique jobs")
 	case cmd == "cancel" && len(args) == 3 && strings.EqualFold(args[1], "job"):
-		i, bh, ok := srv.codec.Decode(s.ident.User, []byte(args[2]))
+		i, bh, ok := srv.codec().Decode(s.ident.User, []byte(args[2]))
 		if !ok || bytes.ContainsAny(bh, " \r\n") {
 			return []byte("ERR UNKNOWN_JOB\r\n")
 		}
-		reply, err := srv.pools[i].b.Admin(ctx, "cancel job "+string(bh), false)
+		reply, err := srv.pools()[i].b.Admin(ctx, "cancel job "+string(bh), false)
 		if err != nil {
 			return protocol.AppendTextError(nil, "UNKNOWN_JOB", err.Error())
 		}
@@ -93,7 +93,7 @@ func (srv *Server) adminReply(ctx context.Context, s *session, cmd string, args 
 	}
 	// Anything else (verbose, unknown commands): the first healthy
 	// backend's answer, so that replies match gearmand's own.
-	for i, p := range srv.pools {
+	for i, p := range srv.pools() {
 		if srv.upSet().Has(i) {
 			reply, err := p.b.Admin(ctx, strings.Join(args, " "), false)
 			if err == nil {
@@ -106,10 +106,11 @@ func (srv *Server) adminReply(ctx context.Context, s *session, cmd string, args 
 
 // ask runs an admin command on every healthy backend at once.
 func (srv *Server) ask(ctx context.Context, line string, list bool) [][]byte {
-	replies := make([][]byte, len(srv.pools))
+	pools := srv.pools()
+	replies := make([][]byte, len(pools))
 	var wg sync.WaitGroup
 	up := srv.upSet()
-	for i, p := range srv.pools {
+	for i, p := range pools {
 		if !up.Has(i) {
 			continue
 		}
@@ -194,7 +195,7 @@ func (srv *Server) showJobs(ctx context.Context, user string) []byte {
 	for i, reply := range srv.ask(ctx, "show jobs", true) {
 		for _, l := range listLines(reply) {
 			h, rest, _ := bytes.Cut(l, []byte("\t"))
-			out = srv.codec.Encode(out, user, i, h)
+			out = srv.codec().Encode(out, user, i, h)
 			out = append(out, '\t')
 			out = append(out, rest...)
 			out = append(out, '\n')

@@ -96,14 +96,14 @@ func (s *session) submit(p *protocol.Packet) {
 	seq := s.reserve()
 	up := s.srv.upSet()
 	for {
-		i := s.srv.router.PickJob(fn, unique, data, up, s.srv.load)
+		i := s.srv.router().PickJob(fn, unique, data, up, s.srv.load)
 		if i < 0 {
 			s.fill(seq, func(dst []byte) []byte {
 				return protocol.AppendError(dst, "QUEUE_ERROR", "no backend is up")
 			})
 			return
 		}
-		if err := s.srv.pools[i].submit(s, seq, p, key); err == nil {
+		if err := s.srv.pools()[i].submit(s, seq, p, key); err == nil {
 			return
 		}
 		// The backend went down between the health check and now: the
@@ -112,7 +112,7 @@ func (s *session) submit(p *protocol.Packet) {
 	}
 }
 
-func (srv *Server) load(i int) int64 { return srv.pools[i].load.Load() }
+func (srv *Server) load(i int) int64 { return srv.pools()[i].load.Load() }
 
 // waitingClients corrects a backend's count of clients waiting on a job:
 // the proxy attaches all its foreground sessions of one job through one
@@ -149,14 +149,14 @@ const maxUnique = 63
 func (s *session) getStatus(p *protocol.Packet) {
 	h := bytes.Clone(p.Arg(0))
 	seq := s.reserve()
-	i, bh, ok := s.srv.codec.Decode(s.ident.User, h)
+	i, bh, ok := s.srv.codec().Decode(s.ident.User, h)
 	if !ok {
 		// A handle this user was never given: unknown, like gearmand
 		// answers for a handle it never issued.
 		s.fill(seq, unknownStatus(h))
 		return
 	}
-	link := s.srv.pools[i].b.LinkFor(s.id)
+	link := s.srv.pools()[i].b.LinkFor(s.id)
 	if link == nil {
 		s.fill(seq, unknownStatus(h))
 		return
@@ -208,7 +208,7 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 	var links []*backend.Link
 	var pools []*pool
 	up := s.srv.upSet()
-	for i, p := range s.srv.pools {
+	for i, p := range s.srv.pools() {
 		if up.Has(i) {
 			if l := p.b.LinkFor(s.id); l != nil {
 				links = append(links, l)

@@ -30,11 +30,11 @@ func TestPipelinedSubmitsKeepOrder(t *testing.T) {
 	seen := map[int]int{}
 	for i := range n {
 		h := c.expect(protocol.JobCreated)[0]
-		b, _, ok := srv.codec.Decode("local", []byte(h))
+		b, _, ok := srv.codec().Decode("local", []byte(h))
 		if !ok {
 			t.Fatalf("reply %d: handle %q does not decode", i, h)
 		}
-		want := srv.router.Pick(router.Key([]byte("order"), []byte(fmt.Sprintf("u%d", i)), nil), srv.router.All())
+		want := srv.router().Pick(router.Key([]byte("order"), []byte(fmt.Sprintf("u%d", i)), nil), srv.router().All())
 		if b != want {
 			t.Fatalf("reply %d is from backend %d, submit %d went to %d: replies out of order", i, b, i, want)
 		}
@@ -134,7 +134,7 @@ func TestEchoAndStatus(t *testing.T) {
 	}
 	// A handle of another user, a raw backend handle and garbage are all
 	// unknown.
-	other := srv.codec.Encode(nil, "mallory", 0, []byte("H:b0:1"))
+	other := srv.codec().Encode(nil, "mallory", 0, []byte("H:b0:1"))
 	for _, f := range []string{string(other), "H:b0:1", "P:zzz", h + "x"} {
 		c.send(protocol.GetStatus, f)
 		if got := c.expect(protocol.StatusRes); strings.Join(got, " ") != f+" 0 0 0 0" {
@@ -164,7 +164,7 @@ func TestWorkerDrainsAllBackends(t *testing.T) {
 		typ, args := w.recv()
 		switch typ {
 		case protocol.JobAssign:
-			b, _, _ := srv.codec.Decode("local", []byte(args[0]))
+			b, _, _ := srv.codec().Decode("local", []byte(args[0]))
 			perBackend[b]++
 			w.send(protocol.WorkComplete, args[0], "")
 			done++
@@ -243,7 +243,7 @@ func TestGrabOrderAcrossBackends(t *testing.T) {
 	backends := map[int]bool{}
 	for i, sb := range subs {
 		c.send(sb.typ, "order", fmt.Sprintf("uniq-%d", i), sb.data)
-		b, _, _ := srv.codec.Decode("local", []byte(c.expect(protocol.JobCreated)[0]))
+		b, _, _ := srv.codec().Decode("local", []byte(c.expect(protocol.JobCreated)[0]))
 		backends[b] = true
 	}
 	if len(backends) < 2 {

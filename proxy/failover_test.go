@@ -29,7 +29,7 @@ func TestBackendDiesAndRejoins(t *testing.T) {
 	uniq := func(b int) string {
 		for i := 0; ; i++ {
 			u := fmt.Sprintf("u%d", i)
-			if srv.router.Pick(router.Key([]byte("f"), []byte(u), nil), srv.router.All()) == b {
+			if srv.router().Pick(router.Key([]byte("f"), []byte(u), nil), srv.router().All()) == b {
 				return u
 			}
 		}
@@ -50,7 +50,7 @@ func TestBackendDiesAndRejoins(t *testing.T) {
 	// Routing skips the dead backend: its uniques go to the other.
 	c0.send(protocol.SubmitJobBg, "f", uniq(0), "z")
 	hz := c0.expect(protocol.JobCreated)[0]
-	if b, _, _ := srv.codec.Decode("local", []byte(hz)); b != 1 {
+	if b, _, _ := srv.codec().Decode("local", []byte(hz)); b != 1 {
 		t.Fatalf("job went to backend %d while 0 is down", b)
 	}
 	// The worker carries on with the live backend.
@@ -78,7 +78,7 @@ func TestBackendDiesAndRejoins(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		c0.send(protocol.SubmitJob, "f", uniq(0), "again")
 		h = c0.expect(protocol.JobCreated)[0]
-		if b, _, _ := srv.codec.Decode("local", []byte(h)); b == 0 {
+		if b, _, _ := srv.codec().Decode("local", []byte(h)); b == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -139,7 +139,7 @@ func TestResultForDeadBackendDropped(t *testing.T) {
 	var u string
 	for i := 0; ; i++ {
 		u = fmt.Sprintf("u%d", i)
-		if srv.router.Pick(router.Key([]byte("d"), []byte(u), nil), srv.router.All()) == 0 {
+		if srv.router().Pick(router.Key([]byte("d"), []byte(u), nil), srv.router().All()) == 0 {
 			break
 		}
 	}

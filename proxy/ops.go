@@ -124,7 +124,7 @@ func (w *worker) result(i int, bh []byte, t protocol.Type) {
 		return
 	}
 	d := time.Since(r.at)
-	name, user := srv.pools[i].b.Name(), w.s.ident.User
+	name, user := srv.pools()[i].b.Name(), w.s.ident.User
 	switch t {
 	case protocol.WorkComplete:
 		srv.obs.JobCompleted(r.fn, user, name, d)
@@ -237,8 +237,9 @@ func (srv *Server) authFailed(listener string, err error) {
 // merges them, and the users with open sessions.
 func (srv *Server) Snapshot(ctx context.Context) (admin.Status, error) {
 	var st admin.Status
-	for _, p := range srv.pools {
-		addr := srv.opts.Backends[p.index].Address
+	t := srv.topo.Load()
+	for _, p := range t.pools {
+		addr := t.backends[p.index].Address
 		st.Backends = append(st.Backends, admin.BackendStatus{Name: p.b.Name(), Address: addr, Healthy: p.b.Up(), RTT: p.b.RTT()})
 	}
 	for _, l := range listLines(srv.mergeCounts(ctx, "status", 3)) {

@@ -56,7 +56,7 @@ type waiter struct {
 
 func (p *pool) clientHandle(j *job, user string) []byte {
 	if j.client == nil || j.user != user {
-		j.user, j.client = user, p.srv.codec.Encode(j.client[:0], user, p.index, j.handle)
+		j.user, j.client = user, p.srv.codec().Encode(j.client[:0], user, p.index, j.handle)
 	}
 	return j.client
 }
@@ -178,7 +178,7 @@ func appendJobCreated(dst []byte, p *pool, user string, h []byte) []byte {
 	// then the size patched once the handle's length is known.
 	start := len(dst)
 	dst = protocol.AppendPacket(dst, protocol.Res, protocol.JobCreated)
-	dst = p.srv.codec.Encode(dst, user, p.index, h)
+	dst = p.srv.codec().Encode(dst, user, p.index, h)
 	size := len(dst) - start - protocol.HeaderSize
 	dst[start+8], dst[start+9], dst[start+10], dst[start+11] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size)
 	return dst

@@ -69,15 +69,15 @@ const shrinkAfter = 250 * time.Millisecond
 
 // Server is the proxy: its listeners, sessions and the backend pool.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	router *router.Router
-	codec  *router.Codec
+	opts Options
+	log  *slog.Logger
 	// trace logs every packet at debug level (checked once: the check
 	// is not free on the hot path).
 	trace bool
-	pools []*pool
-	up    atomic.Uint64 // router.Set of healthy backends
+	// topo is the backends, their router and handle codec: one value,
+	// replaced whole when a reload adds backends (topo.go).
+	topo atomic.Pointer[topology]
+	up   atomic.Uint64 // router.Set of healthy backends
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -148,12 +148,13 @@ func New(opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts: opts, log: opts.Logger, router: r, codec: codec,
+		opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
 		sessions: map[uint64]*session{}, listeners: map[net.Listener]bool{},
 		ops: ops{obs: opts.Metrics},
 	}
 	s.trace = opts.Logger.Enabled(context.Background(), slog.LevelDebug-4)
+	var pools []*pool
 	for i, bc := range opts.Backends {
 		p := &pool{srv: s, index: i, jobs: map[string]*job{}, pending: map[string]*job{}}
 		b, err := backend.New(backend.Options{
@@ -168,9 +169,10 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("proxy: %w", err)
 		}
 		p.b = b
-		s.pools = append(s.pools, p)
+		pools = append(pools, p)
 	}
-	for _, p := range s.pools {
+	s.topo.Store(&topology{pools: pools, router: r, codec: codec, backends: opts.Backends})
+	for _, p := range pools {
 		p.b.Start()
 	}
 	return s, nil
@@ -193,7 +195,7 @@ func (s *Server) WaitUp(ctx context.Context, n int) error {
 
 // HandleFallbacks counts backend handles too long to embed in a client
 // handle (they go through a bounded map and decode only on this proxy).
-func (s *Server) HandleFallbacks() uint64 { return s.codec.Fallbacks() }
+func (s *Server) HandleFallbacks() uint64 { return s.codec().Fallbacks() }
 
 func (s *Server) upSet() router.Set { return router.Set(s.up.Load()) }
 
@@ -364,7 +366,7 @@ func (s *Server) Close() error {
 		sess.kill("proxy shutting down")
 	}
 	s.wg.Wait()
-	for _, p := range s.pools {
+	for _, p := range s.pools() {
 		p.b.Close()
 	}
 	return nil

@@ -224,11 +224,11 @@ func (s *session) filterAdmin(cmd string, args []string, out []byte) []byte {
 // under a function this user may see. Running jobs are not tracked by
 // function, so only a superuser sees them there.
 func (s *session) ownJob(h []byte) bool {
-	i, bh, ok := s.srv.codec.Decode(s.ident.User, h)
+	i, bh, ok := s.srv.codec().Decode(s.ident.User, h)
 	if !ok {
 		return false
 	}
-	q := &s.srv.pools[i].queue
+	q := &s.srv.pools()[i].queue
 	q.mu.Lock()
 	j := q.byHandle[string(bh)]
 	fn := ""

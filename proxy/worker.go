@@ -76,12 +76,13 @@ func (s *session) ensureWorker() *worker {
 		s.mu.Unlock()
 		return w
 	}
-	n := len(s.srv.pools)
+	pools := s.srv.pools()
+	n := len(pools)
 	w := &worker{s: s, links: make([]*backend.Link, n), lastWork: -1, echoes: make([][]echo, n), held: make([][][]byte, n)}
 	s.worker = w
 	s.mu.Unlock()
 	up := s.srv.upSet()
-	for i := range s.srv.pools {
+	for i := range pools {
 		if up.Has(i) {
 			w.connect(i)
 		}
@@ -93,12 +94,17 @@ func (s *session) ensureWorker() *worker {
 // worker told the others.
 func (w *worker) connect(i int) {
 	s := w.s
+	// A backend added by a reload has an index past this worker's
+	// arrays: make room before its link can call back.
+	s.mu.Lock()
+	w.grow(i)
+	s.mu.Unlock()
 	// The link's callbacks need the link itself: they wait until it is
 	// known.
 	var link *backend.Link
 	ready := make(chan struct{})
 	var err error
-	link, err = s.srv.pools[i].b.OpenWorker(func(p *protocol.Packet) {
+	link, err = s.srv.pools()[i].b.OpenWorker(func(p *protocol.Packet) {
 		<-ready
 		w.fromBackend(i, link, p)
 	}, func(error) {
@@ -107,7 +113,7 @@ func (w *worker) connect(i int) {
 	})
 	close(ready)
 	if err != nil {
-		s.srv.log.Debug("worker link", "session", s.id, "backend", s.srv.pools[i].b.Name(), "err", err)
+		s.srv.log.Debug("worker link", "session", s.id, "backend", s.srv.pools()[i].b.Name(), "err", err)
 		return
 	}
 	s.mu.Lock()
@@ -301,7 +307,7 @@ func (w *worker) unwake(i int) {
 
 func (w *worker) noJob(i int) {
 	w.unwake(i)
-	w.s.srv.pools[i].queue.forget(w.abilities)
+	w.s.srv.pools()[i].queue.forget(w.abilities)
 	if l := w.links[i]; l != nil {
 		l.Packet(protocol.PreSleep)
 	}
@@ -315,11 +321,11 @@ func (w *worker) assigned(i int, p *protocol.Packet) {
 	w.unwake(i)
 	w.woke = append(w.woke, i)
 	w.cursor = (i + 1) % len(w.links)
-	w.s.srv.pools[i].queue.remove(p.Args[0])
+	w.s.srv.pools()[i].queue.remove(p.Args[0])
 	w.track(i, p)
 	seq, user := w.cur.seq, w.s.ident.User
 	w.cur = nil
-	codec := w.s.srv.codec
+	codec := w.s.srv.codec()
 	var args [8][]byte
 	a := append(args[:0], p.Args...)
 	t := p.Type
@@ -357,7 +363,7 @@ func (w *worker) grabOrder() []int {
 		if l == nil {
 			continue
 		}
-		if prio, seq, ok := w.s.srv.pools[b].queue.best(w.abilities); ok {
+		if prio, seq, ok := w.s.srv.pools()[b].queue.best(w.abilities); ok {
 			ks = append(ks, known{b, prio, seq})
 		}
 	}
@@ -480,11 +486,11 @@ func (s *session) ability(p *protocol.Packet) {
 // workResult routes a WORK_* packet from the worker to the backend that
 // assigned the job, with the backend's own handle.
 func (s *session) workResult(p *protocol.Packet) {
-	i, bh, ok := s.srv.codec.Decode(s.ident.User, p.Arg(0))
+	i, bh, ok := s.srv.codec().Decode(s.ident.User, p.Arg(0))
 	var link *backend.Link
 	if ok {
 		s.mu.Lock()
-		if w := s.worker; w != nil {
+		if w := s.worker; w != nil && i < len(w.links) {
 			link = w.links[i]
 			w.lastWork = i
 			w.result(i, bh, p.Type)

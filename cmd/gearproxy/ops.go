@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -374,7 +375,9 @@ func (o *operations) reload(file string) {
 		refuse("the admin address and certificate paths")
 	}
 	if !reflect.DeepEqual(cfg.Backends, run.Backends) {
-		refuse("the backend list")
+		if err := o.addBackends(cfg.Backends); err != nil {
+			o.log.Error("reload: backend list kept: "+err.Error(), "file", file)
+		}
 	}
 	if cfg.Limits.MaxPacketSize != run.Limits.MaxPacketSize || cfg.Limits.HandleCache != run.Limits.HandleCache {
 		refuse("[limits] max_packet_size and handle_cache")
@@ -485,4 +488,28 @@ func backendAddress(b config.Backend) string {
 		return "bundled"
 	}
 	return b.Address
+}
+
+// addBackends applies a backend list that appends job servers at
+// addresses to the running one; anything else (removing, renaming,
+// reordering, changing, or adding a bundled one, which would need its
+// store opened and closed with the process) needs a restart.
+func (o *operations) addBackends(next []config.Backend) error {
+	run := o.running.Backends
+	if len(next) <= len(run) || !reflect.DeepEqual(next[:len(run)], run) {
+		return errors.New("only adding backends at the end of the list can happen while running: restart to apply")
+	}
+	var add []proxy.Backend
+	for _, b := range next[len(run):] {
+		if b.Bundled {
+			return fmt.Errorf("backend %s: adding a bundled backend needs a restart", b.Name)
+		}
+		add = append(add, proxy.Backend{Name: b.Name, Weight: b.Weight, Links: b.Links, Address: b.Address, Dial: backend.TCPDialer(b.Address)})
+	}
+	if err := o.srv.AddBackends(add); err != nil {
+		return err
+	}
+	o.running.Backends = next
+	o.log.Info("reload: backends added", "added", len(add), "backends", len(next))
+	return nil
 }
