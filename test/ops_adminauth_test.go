@@ -1,12 +1,14 @@
 package test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // With [admin] auth = true, /metrics and the status page ask for a
@@ -78,4 +80,26 @@ func getAs(t testing.TB, url, user, password string) int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// With tls_cert and tls_key, the admin listener speaks HTTPS with that
+// certificate, and plain HTTP gets no page.
+func TestOpsAdminTLS(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "ops test CA")
+	cert, key, _ := pki.issue(t, "127.0.0.1", true, time.Now().Add(time.Hour))
+	p := startOpsProxyAdmin(t, bundledBackends(1), "", fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", cert, key))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}}}
+	resp, err := hc.Get("https://" + p.Admin + "/readyz")
+	if err != nil {
+		t.Fatalf("HTTPS: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ready") {
+		t.Fatalf("/readyz over HTTPS: %d %s", resp.StatusCode, body)
+	}
+	if code := getAs(t, "http://"+p.Admin+"/readyz", "", ""); code == http.StatusOK {
+		t.Errorf("plain HTTP answered 200 on the HTTPS admin listener")
+	}
 }
