@@ -197,6 +197,8 @@ func authReason(err error) string {
 		return admin.AuthTimeout
 	case errors.As(err, &re), strings.HasPrefix(msg, "TLS handshake"), strings.Contains(msg, "tls: "):
 		return admin.AuthTLS
+	// The auth package has no sentinel errors for these two: they
+	// usually end a conversation that goes on, so they rarely get here.
 	case strings.Contains(msg, "mechanism"):
 		return admin.AuthMechUnsupported
 	case strings.Contains(msg, "sequence"):
@@ -224,10 +226,11 @@ func (srv *Server) closedConn(listener string) {
 }
 
 // authFailed counts a connection that did not authenticate, except a peer
-// that hung up before saying anything: port probes and load balancer
-// health checks do that all day (the audit log skips them too).
+// that hung up before saying anything (port probes and load balancer
+// health checks do that all day; the audit log skips them too) and an
+// ACME certificate authority validating the listener.
 func (srv *Server) authFailed(listener string, err error) {
-	if srv.obs != nil && !errors.Is(err, io.EOF) {
+	if srv.obs != nil && !errors.Is(err, io.EOF) && !errors.Is(err, auth.ErrACMEChallenge) {
 		srv.obs.AuthFailure(listener, authReason(err))
 	}
 }
