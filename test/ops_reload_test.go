@@ -64,6 +64,10 @@ func TestOpsReload(t *testing.T) {
 		t.Errorf("the status page lacks the reloaded schedule")
 	}
 
+	// The log level changes live.
+	withSchedule = strings.Replace(withSchedule, "[admin]", "[log]\nlevel = \"debug\"\n[admin]", 1)
+	reload(withSchedule, "reload: log level set")
+
 	// An invalid file is refused and the running configuration stays.
 	reload(withSchedule+"bogus = 1\n", "reload refused")
 	if !regexp.MustCompile(`gearproxy.toml:[0-9]+: unknown key schedule.bogus`).MatchString(p.Log()) {

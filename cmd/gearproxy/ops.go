@@ -390,8 +390,15 @@ func (o *operations) reload(file string) {
 		run.Limits.MaxConnections, run.Limits.MaxOutput, run.Limits.IdleTimeout = l.MaxConnections, l.MaxOutput, l.IdleTimeout
 		o.log.Info("reload: limits applied", "max_connections", l.MaxConnections, "max_output", l.MaxOutput, "idle_timeout", l.IdleTimeout.Duration)
 	}
-	if cfg.Log != run.Log {
-		refuse("[log]")
+	if cfg.Log.Format != run.Log.Format {
+		refuse("[log] format")
+	}
+	if cfg.Log.Level != run.Log.Level {
+		if ll, ok := o.log.Handler().(liveLevel); ok {
+			ll.level.Set(logLevel(cfg.Log.Level))
+			run.Log.Level = cfg.Log.Level
+			o.log.Info("reload: log level set", "level", cfg.Log.Level)
+		}
 	}
 	if l, err := newAdminLogins(cfg); err != nil {
 		o.log.Error("reload: admin logins kept", "err", err)
@@ -512,4 +519,20 @@ func (o *operations) addBackends(next []config.Backend) error {
 	o.running.Backends = next
 	o.log.Info("reload: backends added", "added", len(add), "backends", len(next))
 	return nil
+}
+
+// liveLevel is the process's log handler with the level it filters at,
+// which a reload may change; loggers derived with With share the level.
+type liveLevel struct {
+	slog.Handler
+	level *slog.LevelVar
+}
+
+// logLevel maps a validated [log] level to slog's.
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
 }

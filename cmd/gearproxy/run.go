@@ -75,11 +75,14 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	case "error":
 		level = slog.LevelError
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	// A LevelVar, so that SIGHUP can change the level (ops.go).
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(liveLevel{slog.NewJSONHandler(w, opts), lv})
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(liveLevel{slog.NewTextHandler(w, opts), lv})
 }
 
 // serveProxy turns the configuration into the packages' own options, runs
