@@ -171,6 +171,9 @@ func (e *env) startProxy(ctx context.Context, name string, gearmands []string, b
 			fmt.Fprintf(&b, "[[backend]]\nname = \"shard%d\"\nbundled = true\n\n", i+1)
 		}
 		b.WriteString("[[user]]\nname = \"bench\"\nsuperuser = true\n")
+		// No admin HTTP listener: the comparison measures the Gearman
+		// path, and several proxies must not compete for its port.
+		b.WriteString("\n[admin]\naddress = \"\"\n")
 		return os.WriteFile(cfgPath, []byte(b.String()), 0o600)
 	}
 	return e.start(ctx, name, []string{e.gearproxy, "run", "-config", cfgPath}, setup)
