@@ -2,7 +2,6 @@ package backend
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -19,14 +18,16 @@ var ErrDown = errors.New("backend down")
 const outputLimit = 64 << 20
 
 // Link is one connection to a backend: a reader goroutine, and an Outbox
-// with its writer goroutine. Requests that the reader's own handlers send
-// while it handles a burst from the backend (a worker's next GRAB_JOB)
-// leave with the reader's Outbox.Flush before it reads again, in its own
-// goroutine on a plain socket. On a shared client link every request that
-// gearmand answers (SUBMIT_JOB*, GET_STATUS*, OPTION_REQ, ECHO_REQ) is paired
-// with its reply purely by order, as gearmand answers each connection's
-// requests strictly in order; packets that answer no request (WORK_* on a
-// client link, everything on a worker link) go to the link's handler.
+// with its writer goroutine. A worker's session, whose reader sends most
+// of what goes on that worker's links, holds them for its bursts (Begin,
+// Flush). The link's own reader does not: on a shared link, every
+// session's requests would wait for its bursts (tried: the proxy over
+// gearmand lost throughput). On a shared
+// client link every request that gearmand answers (SUBMIT_JOB*,
+// GET_STATUS*, OPTION_REQ, ECHO_REQ) is paired with its reply purely by
+// order, as gearmand answers each connection's requests strictly in order;
+// packets that answer no request (WORK_* on a client link, everything on a
+// worker link) go to the link's handler.
 type Link struct {
 	conn    net.Conn
 	out     *protocol.Outbox
@@ -83,21 +84,12 @@ func isReply(t protocol.Type) bool {
 
 func (l *Link) readLoop(maxData int) {
 	defer close(l.done)
-	var src io.Reader = l.conn
-	if l.out != nil {
-		// The Reader reads from the connection only when every packet
-		// it had is handled: the end of a burst.
-		src = flushingReader{l}
-	}
-	r := protocol.NewReader(src, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData})
+	r := protocol.NewReader(l.conn, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData})
 	var p protocol.Packet
 	for {
 		if err := r.Read(&p); err != nil {
 			l.fail(err)
 			return
-		}
-		if l.out != nil {
-			l.out.Begin()
 		}
 		if isReply(p.Type) {
 			if reply := l.pop(); reply != nil {
@@ -107,15 +99,6 @@ func (l *Link) readLoop(maxData int) {
 		}
 		l.handler(&p)
 	}
-}
-
-// flushingReader sends what the link's reader queued during a burst
-// before it waits on the connection again.
-type flushingReader struct{ l *Link }
-
-func (fr flushingReader) Read(b []byte) (int, error) {
-	fr.l.out.Flush()
-	return fr.l.conn.Read(b)
 }
 
 func (l *Link) pop() func(*protocol.Packet) {
@@ -208,6 +191,24 @@ func (l *Link) Send(encode func([]byte) []byte) error {
 		return ErrDown
 	}
 	return nil
+}
+
+// Begin holds what is queued on the link until Flush (protocol.Outbox's
+// burst mode), for the one goroutine that sends most of its packets: a
+// worker session's reader. It must not wait for a reply on the link before
+// Flush.
+func (l *Link) Begin() {
+	if l.out != nil {
+		l.out.Begin()
+	}
+}
+
+// Flush ends Begin: the held packets leave, written by the caller on a
+// plain socket instead of by the writer goroutine.
+func (l *Link) Flush() {
+	if l.out != nil {
+		l.out.Flush()
+	}
 }
 
 // Packet queues one packet that gets no reply.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gearproxy/gearproxy/backend"
 	"github.com/gearproxy/gearproxy/protocol"
 )
 
@@ -18,6 +19,7 @@ import (
 // burst of requests itself, before it reads again (Outbox.Flush), which
 // saves a goroutine switch; output queued by link readers leaves through
 // the Outbox's writer goroutine, so no backend waits on a client's socket.
+// A worker's reader does the same for its own links to the backends.
 // A session becomes a worker lazily, on its first worker packet.
 type session struct {
 	srv    *Server
@@ -27,6 +29,10 @@ type session struct {
 	ident  Identity
 	remote string
 	src    *sourceReader
+	// held is the worker links the reader holds for its burst; only the
+	// reader touches it. holding: the burst has begun.
+	held    []*backend.Link
+	holding bool
 
 	exceptions atomic.Bool
 
@@ -60,7 +66,7 @@ func newSession(s *Server, a Authenticated) *session {
 		ident:  a.Identity,
 		remote: a.Conn.RemoteAddr().String(),
 	}
-	sess.src = &sourceReader{conn: a.Conn, prefix: a.Buffered, flush: sess.out.Flush}
+	sess.src = &sourceReader{conn: a.Conn, prefix: a.Buffered, flush: sess.flush}
 	return sess
 }
 
@@ -207,7 +213,7 @@ func (s *session) readLoop() error {
 			}
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
-				s.out.Begin()
+				s.begin()
 				seq := s.reserve()
 				if errors.Is(fe, protocol.ErrLineTooLong) || errors.Is(fe, protocol.ErrTooManyTokens) {
 					// An admin line gets its error as a text line.
@@ -225,12 +231,45 @@ func (s *session) readLoop() error {
 		if p.Type == protocol.Text {
 			// An admin command may wait on every backend: what is
 			// queued leaves now rather than wait with it.
-			s.out.Flush()
+			s.flush()
 		} else {
-			s.out.Begin()
+			s.begin()
 		}
 		s.dispatch(&p)
 	}
+}
+
+// begin starts or continues the reader's burst: its replies, and a
+// worker's packets to its own links, wait for flush. Shared client links
+// are not held: other sessions' requests would wait for this reader.
+func (s *session) begin() {
+	s.out.Begin()
+	if s.holding {
+		return
+	}
+	s.holding = true
+	s.mu.Lock()
+	if w := s.worker; w != nil {
+		for _, l := range w.links {
+			if l != nil {
+				l.Begin()
+				s.held = append(s.held, l)
+			}
+		}
+	}
+	s.mu.Unlock()
+}
+
+// flush ends the reader's burst: what it held leaves, written by the
+// reader itself where the connection allows.
+func (s *session) flush() {
+	s.out.Flush()
+	for i, l := range s.held {
+		l.Flush()
+		s.held[i] = nil
+	}
+	s.held = s.held[:0]
+	s.holding = false
 }
 
 func (s *session) setReason(r string) {
