@@ -6,7 +6,11 @@
 //
 // A session has one reader goroutine, which reads and dispatches packets in
 // order, and one writer (a protocol.Outbox) that sends whatever is queued in
-// one write. A session that has been quiet for a while gives its 64 KiB read
+// one write. On a plain socket the reader writes what it queued during a
+// burst of requests itself before it reads again, and a worker's reader
+// likewise sends its packets to its own backend links, saving a goroutine
+// switch each; what backend link readers queue leaves through the writer
+// goroutine, so no backend waits on a client's socket. A session that has been quiet for a while gives its 64 KiB read
 // buffer back and waits for its next byte with a one-byte read, so idle
 // connections cost a few KiB. Worker links are opened only when a session
 // first acts as a worker.
