@@ -85,8 +85,22 @@ func TestBackendDiesAndRejoins(t *testing.T) {
 			t.Fatal("backend 0 never took its keys back")
 		}
 	}
-	w.send(protocol.GrabJob)
-	args := w.expect(protocol.JobAssign)
+	// The replay of CAN_DO races with the submit, so the first grab may
+	// find nothing; the worker then sleeps as libgearman's does and is
+	// woken when the job becomes its to take.
+	var args []string
+	for args == nil {
+		w.send(protocol.GrabJob)
+		switch typ, a := w.recv(); typ {
+		case protocol.JobAssign:
+			args = a
+		case protocol.NoJob:
+			w.send(protocol.PreSleep)
+			w.expect(protocol.Noop)
+		default:
+			t.Fatalf("got %s %q, want JOB_ASSIGN or NO_JOB", typ, a)
+		}
+	}
 	w.send(protocol.WorkComplete, args[0], "back")
 	for {
 		got := c0.expect(protocol.WorkComplete)

@@ -158,8 +158,11 @@ func TestConcurrentAddsShareOneCommit(t *testing.T) {
 	close(release)
 	wg.Wait()
 	st := s.Stats()
-	if st.Commits != 2 || st.Syncs != 2 || st.Added != waiters+1 {
-		t.Errorf("stats %+v, want 2 commits, 2 syncs, %d added", st, waiters+1)
+	// Two commits; their syncs may be one, when the second frame is
+	// written before the first frame's sync starts and one sync covers
+	// both (two syncs may be in flight, never more than one per commit).
+	if st.Commits != 2 || st.Syncs < 1 || st.Syncs > 2 || st.Added != waiters+1 {
+		t.Errorf("stats %+v, want 2 commits, 1 or 2 syncs, %d added", st, waiters+1)
 	}
 	if !reflect.DeepEqual(sizes, []int{1, waiters}) {
 		t.Errorf("commit sizes %v, want [1 %d]", sizes, waiters)
