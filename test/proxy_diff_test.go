@@ -22,6 +22,7 @@ var proxyDifferences = map[string]string{
 	// Results of different jobs travel through different backends: each
 	// job's packets keep their order, but not the jobs among themselves.
 	"php_tasks_every_callback": "order of different jobs' results across backends",
+	"perl_taskset_callbacks":   "order of different jobs' results across backends",
 	// Jobs without a unique go to the least loaded backend, and the
 	// load comes from every scenario sharing the pool; a worker's jobs
 	// requeued after it disconnects keep each backend's order only.
