@@ -3,7 +3,7 @@
 // ones from an ACME CA (ACME, with certmagic; TLS-ALPN-01 is answered on
 // the listener itself, and a CA's probe is closed after its handshake,
 // never served), the server side of the SASL
-// extension (../shared/docs/sasl-extension.md), the user store, ACL
+// extension (protocol/SPEC.md), the user store, ACL
 // evaluation, tenant namespaces and audit events. It never touches a
 // backend; the proxy session feeds it packets and acts on its answers.
 //

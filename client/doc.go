@@ -1,5 +1,5 @@
 // Package client is a Go Gearman client and worker library that speaks TLS
-// and the SASL extension of gearproxy (../shared/docs/sasl-extension.md),
+// and the SASL extension of gearproxy (protocol/SPEC.md),
 // and plain Gearman to any gearmand.
 //
 // A Client keeps one connection, opened on first use and reopened with

@@ -5,7 +5,7 @@
 //
 // A Sidecar listens on a loopback address. For every local connection it
 // dials one upstream connection, verifies the server certificate, runs the
-// SASL exchange of ../shared/docs/sasl-extension.md with the configured
+// SASL exchange of protocol/SPEC.md with the configured
 // credentials (client.Authenticate), and then relays bytes both ways
 // unchanged: after authentication the upstream is an ordinary Gearman
 // server, so the local peer's packets need no rewriting.

@@ -76,7 +76,7 @@ const (
 	GetStatusUnique           Type = 41
 	StatusResUnique           Type = 42
 
-	// The SASL extension (../shared/docs/sasl-extension.md).
+	// The SASL extension (protocol/SPEC.md).
 	SASLMechsReq  Type = 100
 	SASLMechsRes  Type = 101
 	SASLStart     Type = 102
