@@ -208,38 +208,49 @@ func startServer(t testing.TB, name, bin string, args ...string) *Server {
 			expanded[i] = strings.ReplaceAll(a, "{dir}", dir)
 		}
 		logPath := filepath.Join(dir, "stderr.log")
-		logFile, err := os.Create(logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, expanded...)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			t.Fatalf("start %s: %v", name, err)
-		}
-		logFile.Close()
-		s := &Server{Name: name, Addr: addr, Pid: cmd.Process.Pid, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
-		go func() {
-			cmd.Wait()
-			close(s.exited)
-		}()
-		if err := waitForPort(addr, s.exited, 15*time.Second); err != nil {
-			s.Kill()
-			lastErr = fmt.Errorf("%s %q: %v\n%s", name, expanded, err, tail(logPath, 2000))
+		s := startProcess(t, name, addr, logPath, bin, expanded...)
+		if s == nil {
+			lastErr = fmt.Errorf("%s %q: did not accept connections at %s\n%s", name, expanded, addr, tail(logPath, 2000))
 			continue
 		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s log (last 2000 bytes):\n%s", name, tail(s.LogPath, 2000))
-			}
-			s.Kill()
-		})
 		return s
 	}
 	t.Fatal(lastErr)
 	return nil
+}
+
+// startProcess runs bin and waits until addr accepts; nil if the process
+// exited first.
+func startProcess(t testing.TB, name, addr, logPath, bin string, args ...string) *Server {
+	t.Helper()
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	logFile.Close()
+	s := &Server{Name: name, Addr: addr, Pid: cmd.Process.Pid, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(s.exited)
+	}()
+	if err := waitForPort(addr, s.exited, 15*time.Second); err != nil {
+		s.Kill()
+		return nil
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log (last 3000 bytes):\n%s", name, tail(s.LogPath, 3000))
+		}
+		s.Kill()
+	})
+	return s
 }
 
 // Kill stops the server with SIGKILL and waits for it.

@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,40 +76,6 @@ func startGearmandAt(t testing.TB, addr string) *Server {
 	}
 	t.Fatalf("gearmand could not listen on %s again", addr)
 	return nil
-}
-
-// startProcess runs bin and waits until addr accepts; nil if the process
-// exited first.
-func startProcess(t testing.TB, name, addr, logPath, bin string, args ...string) *Server {
-	t.Helper()
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	logFile.Close()
-	s := &Server{Name: name, Addr: addr, Pid: cmd.Process.Pid, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(s.exited)
-	}()
-	if err := waitForPort(addr, s.exited, 15*time.Second); err != nil {
-		s.Kill()
-		return nil
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s log (last 3000 bytes):\n%s", name, tail(s.LogPath, 3000))
-		}
-		s.Kill()
-	})
-	return s
 }
 
 // gearmandBackends starts n gearmand processes and names them gm1..gmN.
