@@ -32,10 +32,17 @@
 //     (gearmand sends none, so its workers can sleep through the job). A due
 //     job joins the tail of its queue.
 //   - SUBMIT_JOB_SCHED works: the job runs once, at the first minute after
-//     submission that matches the five cron fields (server's time zone;
-//     "*", N, A-B, */S and lists; day of month and day of week match either
-//     when both are restricted). Bad fields get ERROR INVALID_ARGUMENT.
-//     gearmand answers ERROR INVALID_COMMAND.
+//     submission that matches the five cron fields, in the server's time
+//     zone. The fields are parsed by package schedule (ParseFields), the
+//     parser of the [[schedule]] config entries: "*", N, A-B, */S, N/S and
+//     lists, month and weekday names ("jan", "mon-fri"), 7 or 0 for Sunday
+//     and wrapping weekday ranges ("fri-sun"); an empty field means "*".
+//     Day of month and day of week match either when both are restricted
+//     and only the restricted one otherwise, where, as in Vixie cron, a
+//     field starting with "*" ("*/2") counts as unrestricted. A step larger
+//     than the field's maximum ("*/60" minutes) is refused. Bad fields, or
+//     fields no time in the next nine years matches ("0 0 31 2 *"), get
+//     ERROR INVALID_ARGUMENT. gearmand answers ERROR INVALID_COMMAND.
 //   - "drop function" refuses while the function has jobs ("ERR there are
 //     still queued jobs"); gearmand drops it and orphans them.
 //   - CAN_DO_TIMEOUT belongs to one assignment of one job: a worker holding

@@ -119,11 +119,8 @@ func (c *conn) submit(p *protocol.Packet) {
 	case protocol.SubmitJobEpoch:
 		when = atoi(p.Args[2])
 	case protocol.SubmitJobSched:
-		spec, err := parseCron(p.Args[2:7])
-		if err == nil {
-			when, err = spec.next(s.now())
-		}
-		if err != nil {
+		var err error
+		if when, err = schedNext(p.Args[2:7], s.now()); err != nil {
 			s.mu.Lock()
 			c.sendError("INVALID_ARGUMENT", "SUBMIT_JOB_SCHED: "+err.Error())
 			s.mu.Unlock()

@@ -27,33 +27,32 @@ func TestCronNext(t *testing.T) {
 		{[5]string{"5,10", "11", "*", "*", "*"}, time.Date(2026, 3, 14, 11, 5, 0, 0, time.UTC)},
 	}
 	for _, tt := range tests {
-		var fs [][]byte
-		for _, f := range tt.fields {
-			fs = append(fs, []byte(f))
-		}
-		spec, err := parseCron(fs)
-		if err != nil {
-			t.Fatalf("%q: %v", tt.fields, err)
-		}
-		got, err := spec.next(base)
+		got, err := schedNext(bytesOf(tt.fields), base)
 		if err != nil || got != tt.want.Unix() {
 			t.Errorf("%q: got %v (%v), want %v", tt.fields, time.Unix(got, 0).UTC(), err, tt.want)
 		}
 	}
 	for _, bad := range [][5]string{{"60", "*", "*", "*", "*"}, {"x", "*", "*", "*", "*"}, {"*", "*", "0", "*", "*"}, {"*/0", "*", "*", "*", "*"}, {"5-1", "*", "*", "*", "*"}} {
-		var fs [][]byte
-		for _, f := range bad {
-			fs = append(fs, []byte(f))
-		}
-		if _, err := parseCron(fs); err == nil {
+		if _, err := schedNext(bytesOf(bad), base); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	fs := [][]byte{[]byte("0"), []byte("0"), []byte("31"), []byte("2"), []byte("*")}
-	spec, _ := parseCron(fs)
-	if _, err := spec.next(base); err == nil {
+	if _, err := schedNext(bytesOf([5]string{"0", "0", "31", "2", "*"}), base); err == nil {
 		t.Error("February 31st matched")
 	}
+	// Beyond the fields gearmand-era clients sent: names, and spaces
+	// around a field.
+	if got, err := schedNext(bytesOf([5]string{" 0 ", "12", "*", "mar", "sun"}), base); err != nil || got != time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC).Unix() {
+		t.Errorf("names: got %v (%v)", time.Unix(got, 0).UTC(), err)
+	}
+}
+
+func bytesOf(fields [5]string) [][]byte {
+	var fs [][]byte
+	for _, f := range fields {
+		fs = append(fs, []byte(f))
+	}
+	return fs
 }
 
 // fakeClock is a settable clock for epoch and SCHED jobs.

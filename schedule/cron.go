@@ -69,25 +69,56 @@ func Parse(expr string) (*Spec, error) {
 		text = m
 	}
 	fields := strings.Fields(text)
-	s := &Spec{text: strings.Join(fields, " ")}
+	var second string
 	switch len(fields) {
 	case 5:
-		s.second = 1 // second 0 of every matching minute
 	case 6:
-		v, err := secondField.parse(fields[0])
-		if err != nil {
-			return nil, fmt.Errorf("cron %q: %w", expr, err)
-		}
-		s.second = v
-		fields = fields[1:]
+		second, fields = fields[0], fields[1:]
 	default:
 		return nil, fmt.Errorf("cron %q: want 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, got %d", expr, len(fields))
+	}
+	s, err := parseFields(second, fields)
+	if err != nil {
+		return nil, fmt.Errorf("cron %q: %w", expr, err)
+	}
+	return s, nil
+}
+
+// ParseFields is Parse for the five fields of a cron expression given
+// separately (minute, hour, day of month, month, day of week), as
+// SUBMIT_JOB_SCHED carries them. Each field has Parse's syntax; spaces
+// around a field are ignored, an empty field is an error. The spec fires
+// at second 0 of every matching minute.
+func ParseFields(minute, hour, dayOfMonth, month, dayOfWeek string) (*Spec, error) {
+	fields := []string{minute, hour, dayOfMonth, month, dayOfWeek}
+	for i := range fields {
+		fields[i] = strings.TrimSpace(fields[i])
+	}
+	s, err := parseFields("", fields)
+	if err != nil {
+		return nil, fmt.Errorf("cron %q: %w", strings.Join(fields, " "), err)
+	}
+	return s, nil
+}
+
+// parseFields builds a Spec from an optional seconds field ("" for none:
+// second 0 only) and the five fields from minute to day of week.
+func parseFields(second string, fields []string) (*Spec, error) {
+	text := strings.Join(fields, " ")
+	s := &Spec{second: 1, text: text}
+	if second != "" {
+		v, err := secondField.parse(second)
+		if err != nil {
+			return nil, err
+		}
+		s.second = v
+		s.text = second + " " + text
 	}
 	for i, dst := range []*uint64{&s.minute, &s.hour, &s.mday, &s.month, &s.wday} {
 		f := [...]field{minuteField, hourField, mdayField, monthField, wdayField}[i]
 		v, err := f.parse(fields[i])
 		if err != nil {
-			return nil, fmt.Errorf("cron %q: %w", expr, err)
+			return nil, err
 		}
 		*dst = v
 	}

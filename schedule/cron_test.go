@@ -167,6 +167,47 @@ func TestSpecString(t *testing.T) {
 	}
 }
 
+// ParseFields agrees with Parse on the same five fields, trims each one,
+// and refuses an empty field and one holding two values.
+func TestParseFields(t *testing.T) {
+	from := utc(t, "2026-11-28 01:21:30")
+	for _, f := range [][5]string{
+		{"*", "*", "*", "*", "*"},
+		{" 30 ", "10", "*", "*", "*"},
+		{"0", "9-17", "*", "*", "mon-fri"},
+		{"0", "0", "13", "*", "5"},
+		{"0", "0", "*/2", "*", "mon"},
+		{"*/20", "*", "29", "feb", "*"},
+	} {
+		got, err := ParseFields(f[0], f[1], f[2], f[3], f[4])
+		if err != nil {
+			t.Fatalf("ParseFields(%q): %v", f, err)
+		}
+		want, err := Parse(strings.Join(f[:], " "))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Errorf("ParseFields(%q).String() = %q, want %q", f, got.String(), want.String())
+		}
+		gn, _ := got.Next(from)
+		wn, _ := want.Next(from)
+		if !gn.Equal(wn) {
+			t.Errorf("ParseFields(%q) next %s, Parse next %s", f, gn, wn)
+		}
+	}
+	for _, f := range [][5]string{
+		{"", "*", "*", "*", "*"},
+		{"1 2", "*", "*", "*", "*"},
+		{"60", "*", "*", "*", "*"},
+		{"*", "*", "*", "*", "8"},
+	} {
+		if _, err := ParseFields(f[0], f[1], f[2], f[3], f[4]); err == nil {
+			t.Errorf("ParseFields(%q) accepted", f)
+		}
+	}
+}
+
 // Whatever the expression, Parse does not panic, and a spec it accepts
 // finds its next firing strictly later, on a whole second, that matches
 // again when asked from one second before.

@@ -14,9 +14,11 @@
 //
 // The package imports only the standard library, so that config/ can
 // check cron expressions and priorities with Parse and ParsePriority and
-// report them with the file and line.
+// report them with the file and line, and so that jobserver/ can import
+// it without a cycle.
 //
-// Cron expressions are parsed here (Parse) rather than shared with the
-// job server's SUBMIT_JOB_SCHED parser: that one is private to jobserver/
-// and knows neither names, macros nor a seconds field.
+// This is gearproxy's one cron parser. The job server parses the five
+// fields of SUBMIT_JOB_SCHED with ParseFields, which takes them
+// separately, as the packet carries them, and shares Parse's syntax and
+// matching.
 package schedule
