@@ -550,9 +550,19 @@ func (b *Bolt) run() {
 			err := b.write(ops, g)
 			b.written++
 			b.waiting = append(b.waiting, frame{seq: b.written, g: g, ops: ops, err: err})
-			if b.opts.Sync == SyncAlways && err == nil {
+			switch {
+			case b.opts.Sync == SyncAlways && err == nil && !hasAdd(ops) && b.durable == b.written-1:
+				// Only removals and retry counts, behind nothing that
+				// waits for a sync: nobody waits on them (a removal lost
+				// in a crash runs a job again, it never loses one), so
+				// they ride on the next sync instead of costing one
+				// each; a drain would otherwise fdatasync every frame.
+				// Close syncs them (unsynced is set by write).
+				b.durable = b.written
+				b.release()
+			case b.opts.Sync == SyncAlways && err == nil:
 				b.startSync()
-			} else {
+			default:
 				// Batch and none wait for the write only.
 				b.durable = b.written
 				b.release()
@@ -748,6 +758,17 @@ type syncResult struct {
 	seq  uint64 // frames written when the sync started: all now durable
 	err  error
 	took time.Duration
+}
+
+// hasAdd reports whether a frame holds an Add, the only change a caller
+// waits to be durable.
+func hasAdd(ops []op) bool {
+	for i := range ops {
+		if ops[i].kind == opAdd {
+			return true
+		}
+	}
+	return false
 }
 
 // startSync starts an fdatasync of the log if frames wait for one and
