@@ -35,7 +35,9 @@ fi
 for bin in gearmand gearman gearadmin php perl; do
   command -v "$bin" >/dev/null || { echo "FATAL: $bin not found after install" >&2; exit 1; }
 done
-php -m | grep -qi '^gearman$' || { echo "FATAL: php-gearman extension not loaded" >&2; exit 1; }
+# Ask PHP itself: `php -m | grep -q` can fail under pipefail when grep
+# exits before php has written everything (SIGPIPE).
+php -r 'exit(extension_loaded("gearman") ? 0 : 1);' || { echo "FATAL: php-gearman extension not loaded" >&2; exit 1; }
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
