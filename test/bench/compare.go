@@ -84,6 +84,22 @@ func infoMetrics() (serverCPU, switches, genCPU metric) {
 	return
 }
 
+// procShare is the CPU per job of the side's processes that match: the
+// proxy comparison splits server CPU into the hop (proxy or relay) and its
+// gearmand backends, since on a machine where every process shares the
+// CPUs the backends' share alone can decide the ratio.
+func procShare(name string, match func(proc string) bool) metric {
+	return metric{name: name, format: cpuPerJob, value: func(s sample) float64 {
+		var sec float64
+		for p, v := range s.procCPU {
+			if match(p) {
+				sec += v
+			}
+		}
+		return perJob(time.Duration(sec*float64(time.Second)), s)
+	}}
+}
+
 // phaseMetrics are bg's submit and drain rates.
 func phaseMetrics() (submit, drain metric) {
 	submit = metric{name: "  submit jobs/s", value: func(s sample) float64 { return phaseRate(s.res.Submit) }, format: jobsPerSec, higherBetter: true}

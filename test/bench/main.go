@@ -213,6 +213,12 @@ func runProxyComparisons(ctx context.Context, e *env, o options, rep *report) er
 		cand:      side{label: "proxy+2 gearmand", addr: proxyGM.addr, procs: []*proc{proxyGM, gm1, gm2}},
 		workloads: proxyWorkloads(o),
 	}
+	isGearmand := func(p string) bool { return p == gm0.name || p == gm1.name || p == gm2.name }
+	for _, w := range a.workloads {
+		w.metrics = append(w.metrics,
+			procShare("  relay or proxy", func(p string) bool { return !isGearmand(p) }),
+			procShare("  gearmand backends", isGearmand))
+	}
 	if err := a.run(ctx, o, rep); err != nil {
 		return err
 	}
