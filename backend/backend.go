@@ -37,6 +37,37 @@ func PipeDialer(serve func(net.Conn)) Dialer {
 	}
 }
 
+// DirectDialer connects to an in-process job server that handles requests
+// in the goroutine that sends them (jobserver's ServeDirect): open gets the
+// server end of a buffered Pipe for everything the server sends, and
+// returns where requests go. A link over it writes in its caller, so a
+// request costs no goroutine hand-off on its way in.
+func DirectDialer(open func(replies net.Conn) (io.WriteCloser, error)) Dialer {
+	return func(ctx context.Context) (net.Conn, error) {
+		client, server := Pipe()
+		requests, err := open(server)
+		if err != nil {
+			client.Close()
+			return nil, err
+		}
+		return &directConn{memConn: client.(*memConn), requests: requests}, nil
+	}
+}
+
+// directConn reads the replies of a DirectDialer connection from its pipe
+// and hands writes to the job server.
+type directConn struct {
+	*memConn
+	requests io.WriteCloser
+}
+
+func (c *directConn) Write(p []byte) (int, error) { return c.requests.Write(p) }
+
+func (c *directConn) Close() error {
+	c.memConn.Close()
+	return c.requests.Close()
+}
+
 // Options configure a Backend. Zero durations take the defaults below.
 type Options struct {
 	// Name identifies the backend in logs, routing and handles.

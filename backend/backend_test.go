@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,7 +14,21 @@ import (
 	"github.com/gearproxy/gearproxy/protocol"
 )
 
+// bundled is an in-process job server, connected as `gearproxy run`
+// connects its bundled backends.
 func bundled(t *testing.T) Dialer {
+	t.Helper()
+	js, err := jobserver.New(jobserver.Options{HandlePrefix: "H:t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { js.Close() })
+	return DirectDialer(func(replies net.Conn) (io.WriteCloser, error) { return js.ServeDirect(replies) })
+}
+
+// piped is an in-process job server that serves each connection as a
+// socket, over a Pipe.
+func piped(t *testing.T) Dialer {
 	t.Helper()
 	js, err := jobserver.New(jobserver.Options{HandlePrefix: "H:t"})
 	if err != nil {
@@ -50,7 +65,12 @@ func start(t *testing.T, opts Options) (*Backend, chan bool) {
 // Many sessions share a few links: every reply must reach the request it
 // answers, though nothing in an ECHO_RES or JOB_CREATED says which that is.
 func TestReplyPairing(t *testing.T) {
-	b, _ := start(t, Options{Dial: bundled(t), Links: 2})
+	t.Run("direct", func(t *testing.T) { testReplyPairing(t, bundled(t)) })
+	t.Run("pipe", func(t *testing.T) { testReplyPairing(t, piped(t)) })
+}
+
+func testReplyPairing(t *testing.T, dial Dialer) {
+	b, _ := start(t, Options{Dial: dial, Links: 2})
 	var wg sync.WaitGroup
 	errs := make(chan error, 800)
 	for g := range 8 {

@@ -22,4 +22,12 @@
 //
 // Admin commands use a short-lived connection of their own, since a text
 // reply cannot be framed on a binary link.
+//
+// A bundled job server is reached over DirectDialer: a link's writes are
+// handled by the job server in the writing goroutine (jobserver's
+// ServeDirect), and its replies come back over a buffered in-memory Pipe
+// that the link's reader reads as from a socket. Requests thus cost no
+// goroutine hand-off, while the job server, which holds its own lock while
+// it sends, never calls into the proxy. PipeDialer serves each connection
+// as a socket instead (ServeConn over a Pipe).
 package backend

@@ -57,9 +57,10 @@ func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose
 		onClose: onClose,
 		done:    make(chan struct{}),
 	}
-	if _, ok := conn.(*memConn); ok {
+	switch conn.(type) {
+	case *memConn, *directConn:
 		l.direct = true
-	} else {
+	default:
 		l.out = protocol.NewConnOutbox(conn, outputLimit, protocol.InlineSafe(conn))
 		go func() {
 			if err := l.out.Run(); err != nil {

@@ -38,6 +38,7 @@ type conn struct {
 
 	killOnce sync.Once
 	persist  chan struct{} // semaphore of durable submits in flight
+	direct   *Direct       // set on a connection from inside the process
 
 	// Guarded by Server.mu.
 	prev, next *conn

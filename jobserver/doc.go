@@ -2,8 +2,9 @@
 // compatible server with queues per function and priority, coalescing on
 // unique IDs, worker wake-ups, timeouts, epoch and SCHED jobs and the admin
 // text commands. It runs standalone (`gearproxy server`) or in process as a
-// proxy backend (Server.ServeConn over an in-memory connection), and keeps background jobs
-// durable through jobserver/store.
+// proxy backend (Server.ServeDirect, which handles a connection's requests
+// in the goroutine that writes them), and keeps background jobs durable
+// through jobserver/store.
 //
 // # Design
 //

@@ -251,6 +251,12 @@ func (s *Server) Close() error {
 		// Wake every reader; each connection then flushes what is queued
 		// for it (such as the OK of an admin "shutdown") and closes.
 		for c := s.conns; c != nil; c = c.next {
+			if c.direct != nil {
+				// No reader to wake: end it as its reader would
+				// (it takes s.mu, held here).
+				go c.direct.Close()
+				continue
+			}
 			c.nc.SetReadDeadline(time.Unix(1, 0))
 		}
 		if s.delayT != nil {

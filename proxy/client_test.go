@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -275,7 +277,7 @@ func TestLongBackendHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { js.Close() })
-	srv := startProxy(t, Options{Backends: []Backend{{Name: "long", Dial: backend.PipeDialer(js.ServeConn)}}}, 1)
+	srv := startProxy(t, Options{Backends: []Backend{{Name: "long", Dial: backend.DirectDialer(func(replies net.Conn) (io.WriteCloser, error) { return js.ServeDirect(replies) })}}}, 1)
 	addr := listen(t, srv, "local")
 	c := dial(t, addr)
 	for i := range 9 {

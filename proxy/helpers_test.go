@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -30,7 +31,7 @@ func startBundled(t testing.TB, n int, tweak func(*Options)) (*Server, string, [
 		}
 		t.Cleanup(func() { js.Close() })
 		servers = append(servers, js)
-		opts.Backends = append(opts.Backends, Backend{Name: fmt.Sprintf("b%d", i), Dial: backend.PipeDialer(js.ServeConn)})
+		opts.Backends = append(opts.Backends, Backend{Name: fmt.Sprintf("b%d", i), Dial: backend.DirectDialer(func(replies net.Conn) (io.WriteCloser, error) { return js.ServeDirect(replies) })})
 	}
 	if tweak != nil {
 		tweak(&opts)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -141,7 +142,7 @@ func serveProxy(ctx context.Context, cfg *config.Config, log *slog.Logger, stdou
 				return fmt.Errorf("backend %s: %w", b.Name, err)
 			}
 			bundled = append(bundled, js)
-			pb.Dial = backend.PipeDialer(js.ServeConn)
+			pb.Dial = backend.DirectDialer(func(replies net.Conn) (io.WriteCloser, error) { return js.ServeDirect(replies) })
 		} else {
 			pb.Dial = backend.TCPDialer(b.Address)
 		}
