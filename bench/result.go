@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -79,11 +80,32 @@ func (s Seconds) MarshalJSON() ([]byte, error) {
 	return fmt.Appendf(nil, "%.6f", time.Duration(s).Seconds()), nil
 }
 
+// UnmarshalJSON reads what MarshalJSON writes, so that a program can read
+// `gearproxy bench -json` back.
+func (s *Seconds) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*s = Seconds(f * float64(time.Second))
+	return nil
+}
+
 // Micros is a duration that JSON-encodes as microseconds.
 type Micros time.Duration
 
 func (m Micros) MarshalJSON() ([]byte, error) {
 	return fmt.Appendf(nil, "%.1f", float64(m)/1e3), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (m *Micros) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*m = Micros(f * float64(time.Microsecond))
+	return nil
 }
 
 // OK reports whether every job checked out: nothing lost, duplicated,

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -160,7 +162,7 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 		warm := w.cfg
 		warm.Duration, warm.Jobs = 0, 20000
 		for _, s := range sides {
-			if _, err := c.once(ctx, s, warm); err != nil {
+			if _, err := c.once(ctx, o, s, warm); err != nil {
 				return err
 			}
 		}
@@ -173,7 +175,7 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 				order = []int{1, 0}
 			}
 			for _, i := range order {
-				s, err := c.once(ctx, sides[i], w.cfg)
+				s, err := c.once(ctx, o, sides[i], w.cfg)
 				if err != nil {
 					return err
 				}
@@ -213,7 +215,7 @@ func (c *comparison) run(ctx context.Context, o options, rep *report) error {
 
 // once runs cfg against one side and measures the CPU both the side's
 // processes and this generator spent on it.
-func (c *comparison) once(ctx context.Context, s *side, cfg bench.Config) (sample, error) {
+func (c *comparison) once(ctx context.Context, o options, s *side, cfg bench.Config) (sample, error) {
 	cfg.Servers = []string{s.addr}
 	before := make([]time.Duration, len(s.procs))
 	var switches int64
@@ -221,12 +223,20 @@ func (c *comparison) once(ctx context.Context, s *side, cfg bench.Config) (sampl
 		before[i] = cpuTime(p.cmd.Process.Pid)
 		switches -= ctxSwitches(p.cmd.Process.Pid)
 	}
-	gen0 := cpuTime(0)
-	res, err := bench.Run(ctx, cfg)
+	var res *bench.Result
+	var genCPU time.Duration
+	var err error
+	if o.cli != "" {
+		res, genCPU, err = benchCLI(ctx, o.cli, cfg)
+	} else {
+		gen0 := cpuTime(0)
+		res, err = bench.Run(ctx, cfg)
+		genCPU = cpuTime(0) - gen0
+	}
 	if err != nil {
 		return sample{}, fmt.Errorf("%s: %w", s.label, err)
 	}
-	smp := sample{res: res, genCPU: cpuTime(0) - gen0, procCPU: map[string]float64{}}
+	smp := sample{res: res, genCPU: genCPU, procCPU: map[string]float64{}}
 	for i, p := range s.procs {
 		d := cpuTime(p.cmd.Process.Pid) - before[i]
 		smp.serverCPU += d
@@ -235,6 +245,39 @@ func (c *comparison) once(ctx context.Context, s *side, cfg bench.Config) (sampl
 	}
 	smp.serverSwitches = switches
 	return smp, nil
+}
+
+// benchCLI runs cfg as a `gearproxy bench -json` process of its own, the
+// way the issues state their targets, and returns its result and the CPU
+// the process used.
+func benchCLI(ctx context.Context, gearproxy string, cfg bench.Config) (*bench.Result, time.Duration, error) {
+	args := []string{"bench", "-json", "-mode", string(cfg.Mode), "-clients", fmt.Sprint(cfg.Clients),
+		"-pipeline", fmt.Sprint(cfg.Pipeline), "-workers", fmt.Sprint(cfg.Workers), "-payload", fmt.Sprint(cfg.Payload),
+		"-function", cfg.Function, "-server", strings.Join(cfg.Servers, ",")}
+	if cfg.Duration > 0 {
+		args = append(args, "-duration", cfg.Duration.String())
+	} else {
+		args = append(args, "-jobs", fmt.Sprint(cfg.Jobs))
+	}
+	if cfg.Unique != "" {
+		args = append(args, "-unique", string(cfg.Unique))
+	}
+	if cfg.Priority != "" {
+		args = append(args, "-priority", string(cfg.Priority))
+	}
+	cmd := exec.CommandContext(ctx, gearproxy, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var res bench.Result
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		return nil, 0, fmt.Errorf("gearproxy %s: %v %v: %s", strings.Join(args, " "), err, jerr, strings.TrimSpace(stderr.String()))
+	}
+	var cpu time.Duration
+	if st := cmd.ProcessState; st != nil {
+		cpu = st.UserTime() + st.SystemTime()
+	}
+	return &res, cpu, nil
 }
 
 // summaryRow is one line of the table.

@@ -62,6 +62,11 @@ type options struct {
 	baseline   string
 	keep       bool
 	verbose    bool
+	// cliGen: each run's load comes from a `gearproxy bench` process of
+	// its own, the binary cli (set once it is built); else from this
+	// process.
+	cliGen bool
+	cli    string
 }
 
 func main() {
@@ -79,6 +84,7 @@ func main() {
 	flag.StringVar(&o.baseline, "baseline-bin", "", "compare with this gearproxy binary's server instead of gearmand (A/B-test a change: e.g. git archive OLD | tar -x -C /tmp/old, build there, pass the binary)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server logs, proxy configs)")
 	flag.BoolVar(&o.verbose, "v", false, "print every run's result as it finishes")
+	flag.BoolVar(&o.cliGen, "cli", false, "generate each run's load with a `gearproxy bench` process, as the issues state their targets, instead of in this process")
 	relayListen := flag.String("relay-listen", "", "internal: run as a TCP relay listening here")
 	relayTarget := flag.String("relay-target", "", "internal: the relay's target")
 	flag.Parse()
@@ -113,6 +119,9 @@ func run(o options) int {
 	defer e.stopAll()
 	if err := build(ctx, e.gearproxy); err != nil {
 		return fail(err)
+	}
+	if o.cliGen {
+		o.cli = e.gearproxy
 	}
 
 	rep := &report{started: time.Now(), args: os.Args[1:], tree: treeState(ctx)}
