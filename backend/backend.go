@@ -41,16 +41,22 @@ func PipeDialer(serve func(net.Conn)) Dialer {
 // in the goroutine that sends them (jobserver's ServeDirect): open gets the
 // server end of a buffered Pipe for everything the server sends, and
 // returns where requests go. A link over it writes in its caller, so a
-// request costs no goroutine hand-off on its way in.
+// request costs no goroutine hand-off on its way in, and its caller can
+// take the replies at once (Link.Pump) instead of waiting for the link's
+// reader to pass them on.
 func DirectDialer(open func(replies net.Conn) (io.WriteCloser, error)) Dialer {
 	return func(ctx context.Context) (net.Conn, error) {
 		client, server := Pipe()
+		mc := client.(*memConn)
+		// The server writes whole packets: with whole writes, what the
+		// client end holds is always whole packets too.
+		mc.r.whole = true
 		requests, err := open(server)
 		if err != nil {
 			client.Close()
 			return nil, err
 		}
-		return &directConn{memConn: client.(*memConn), requests: requests}, nil
+		return &directConn{memConn: mc, requests: requests}, nil
 	}
 }
 

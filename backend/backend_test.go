@@ -64,12 +64,16 @@ func start(t *testing.T, opts Options) (*Backend, chan bool) {
 
 // Many sessions share a few links: every reply must reach the request it
 // answers, though nothing in an ECHO_RES or JOB_CREATED says which that is.
+// Over DirectDialer the requesters also take replies themselves (Pump),
+// racing the link's own goroutine: each reply still reaches its request
+// exactly once.
 func TestReplyPairing(t *testing.T) {
-	t.Run("direct", func(t *testing.T) { testReplyPairing(t, bundled(t)) })
-	t.Run("pipe", func(t *testing.T) { testReplyPairing(t, piped(t)) })
+	t.Run("direct", func(t *testing.T) { testReplyPairing(t, bundled(t), false) })
+	t.Run("direct-pumped", func(t *testing.T) { testReplyPairing(t, bundled(t), true) })
+	t.Run("pipe", func(t *testing.T) { testReplyPairing(t, piped(t), false) })
 }
 
-func testReplyPairing(t *testing.T, dial Dialer) {
+func testReplyPairing(t *testing.T, dial Dialer, pumped bool) {
 	b, _ := start(t, Options{Dial: dial, Links: 2})
 	var wg sync.WaitGroup
 	errs := make(chan error, 800)
@@ -80,7 +84,8 @@ func testReplyPairing(t *testing.T, dial Dialer) {
 			for i := range 100 {
 				want := fmt.Sprintf("echo %d/%d", g, i)
 				got := make(chan string, 1)
-				err := b.Link().Request(func(dst []byte) []byte {
+				link := b.Link()
+				err := link.Request(func(dst []byte) []byte {
 					return protocol.AppendPacket(dst, protocol.Req, protocol.EchoReq, []byte(want))
 				}, func(p *protocol.Packet) {
 					if p == nil {
@@ -92,6 +97,9 @@ func testReplyPairing(t *testing.T, dial Dialer) {
 				if err != nil {
 					errs <- err
 					return
+				}
+				if pumped {
+					link.Pump()
 				}
 				if r := <-got; r != want {
 					errs <- fmt.Errorf("request %q got reply %q", want, r)

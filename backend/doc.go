@@ -26,8 +26,11 @@
 // A bundled job server is reached over DirectDialer: a link's writes are
 // handled by the job server in the writing goroutine (jobserver's
 // ServeDirect), and its replies come back over a buffered in-memory Pipe
-// that the link's reader reads as from a socket. Requests thus cost no
-// goroutine hand-off, while the job server, which holds its own lock while
-// it sends, never calls into the proxy. PipeDialer serves each connection
-// as a socket instead (ServeConn over a Pipe).
+// whose writes are whole, so that it only ever holds whole packets. The
+// link's goroutine dispatches them when woken; a session's reader that
+// has just sent requests takes them itself first (Link.Pump), holding no
+// lock, so that its replies leave with the rest of its burst. Requests
+// thus cost no goroutine hand-off, while the job server, which holds its
+// own lock while it sends, never calls into the proxy. PipeDialer serves
+// each connection as a socket instead (ServeConn over a Pipe).
 package backend

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -25,10 +26,16 @@ func Pipe() (net.Conn, net.Conn) {
 
 // half is one direction: bytes written by one end, read by the other.
 type half struct {
-	mu       sync.Mutex
-	data     bytes.Buffer
-	eof      bool // the writing end closed: reads drain, then io.EOF
-	gone     bool // the reading end closed: writes fail
+	mu   sync.Mutex
+	data bytes.Buffer
+	eof  bool // the writing end closed: reads drain, then io.EOF
+	gone bool // the reading end closed: writes fail
+	// whole makes every write all or nothing: one that does not fit
+	// fails at once instead of waiting for room. The reader then only
+	// ever finds whole writes, and a writer that writes whole packets
+	// lets it take everything at once (take) without ever stopping in
+	// the middle of a packet.
+	whole    bool
 	readable chan struct{}
 	writable chan struct{}
 	rdl, wdl time.Time // deadlines of the reading and the writing end
@@ -92,7 +99,18 @@ func (h *half) read(p []byte) (int, error) {
 	}
 }
 
+// errPipeFull fails a write to a whole-writes half that has no room: its
+// reader has stopped taking what it is sent.
+var errPipeFull = errors.New("backend: in-process connection full: the proxy is not reading it")
+
+// wholeLimit bounds the bytes waiting in a whole-writes half, as
+// outputLimit bounds what waits for a backend's socket.
+const wholeLimit = 64 << 20
+
 func (h *half) write(p []byte) (int, error) {
+	if h.whole {
+		return h.writeWhole(p)
+	}
 	n := 0
 	for len(p) > 0 {
 		h.mu.Lock()
@@ -121,6 +139,50 @@ func (h *half) write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+func (h *half) writeWhole(p []byte) (int, error) {
+	h.mu.Lock()
+	switch {
+	case h.eof:
+		h.mu.Unlock()
+		return 0, net.ErrClosed
+	case h.gone:
+		h.mu.Unlock()
+		return 0, io.ErrClosedPipe
+	case h.data.Len()+len(p) > wholeLimit:
+		h.mu.Unlock()
+		return 0, errPipeFull
+	}
+	h.data.Write(p)
+	h.mu.Unlock()
+	signal(h.readable)
+	return len(p), nil
+}
+
+// take appends everything written so far to dst without waiting; end is
+// true once the writing end has closed (or this end has) and nothing more
+// will come.
+func (h *half) take(dst []byte) (_ []byte, end bool) {
+	h.mu.Lock()
+	dst = append(dst, h.data.Bytes()...)
+	h.data.Reset()
+	end = h.eof || h.gone
+	h.mu.Unlock()
+	return dst, end
+}
+
+// waitData blocks until there is something to take, or the end.
+func (h *half) waitData() {
+	for {
+		h.mu.Lock()
+		ready := h.data.Len() > 0 || h.eof || h.gone
+		h.mu.Unlock()
+		if ready {
+			return
+		}
+		<-h.readable
+	}
 }
 
 type memConn struct {

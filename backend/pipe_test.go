@@ -99,3 +99,32 @@ func TestPipeBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A half with whole writes never holds part of a write: one that does not
+// fit fails at once, and take returns everything written, without
+// waiting.
+func TestPipeWholeWrites(t *testing.T) {
+	h := newHalf()
+	h.whole = true
+	if _, err := h.write(make([]byte, wholeLimit-10)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h.write(make([]byte, 11)); n != 0 || !errors.Is(err, errPipeFull) {
+		t.Fatalf("write past the limit: %d, %v", n, err)
+	}
+	got, end := h.take(nil)
+	if len(got) != wholeLimit-10 || end {
+		t.Fatalf("take: %d bytes, end %v", len(got), end)
+	}
+	if _, err := h.write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.eof = true
+	h.mu.Unlock()
+	got, end = h.take(got[:0])
+	if string(got) != "abc" || !end {
+		t.Fatalf("take after the end: %q, end %v", got, end)
+	}
+	h.waitData() // returns at the end
+}

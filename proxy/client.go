@@ -104,6 +104,7 @@ func (s *session) submit(p *protocol.Packet) {
 			return
 		}
 		if err := s.srv.pools()[i].submit(s, seq, p, key); err == nil {
+			s.notePump(s.srv.pools()[i].b.LinkFor(s.id))
 			return
 		}
 		// The backend went down between the health check and now: the
@@ -161,6 +162,7 @@ func (s *session) getStatus(p *protocol.Packet) {
 		s.fill(seq, unknownStatus(h))
 		return
 	}
+	s.notePump(link)
 	err := link.Request(func(dst []byte) []byte {
 		return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatus, bh)
 	}, func(r *protocol.Packet) {
@@ -223,6 +225,7 @@ func (s *session) getStatusUnique(p *protocol.Packet) {
 	pending = len(links)
 	for k, l := range links {
 		pl := pools[k]
+		s.notePump(l)
 		err := l.Request(func(dst []byte) []byte {
 			return protocol.AppendPacket(dst, protocol.Req, protocol.GetStatusUnique, asked)
 		}, func(r *protocol.Packet) {

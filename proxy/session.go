@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type session struct {
 	// reader touches it. holding: the burst has begun.
 	held    []*backend.Link
 	holding bool
+	// pumps is the shared links to in-process backends that the reader
+	// sent requests on during its burst: flush takes their replies first
+	// (backend.Link.Pump). Only the reader touches it.
+	pumps []*backend.Link
 
 	exceptions atomic.Bool
 
@@ -263,13 +268,44 @@ func (s *session) begin() {
 // flush ends the reader's burst: what it held leaves, written by the
 // reader itself where the connection allows.
 func (s *session) flush() {
-	s.out.Flush()
-	for i, l := range s.held {
+	for _, l := range s.held {
 		l.Flush()
+	}
+	// Replies from in-process backends are ready by now: dispatched
+	// here, those for this session join its burst's write. Dispatching
+	// may send more (the next queued grab), hence the rounds; a few
+	// suffice, and whatever is left goes the usual way.
+	for range 4 {
+		took := false
+		for _, l := range s.held {
+			took = l.Pump() || took
+		}
+		for _, l := range s.pumps {
+			took = l.Pump() || took
+		}
+		if !took {
+			break
+		}
+	}
+	s.out.Flush()
+	for i := range s.held {
 		s.held[i] = nil
 	}
 	s.held = s.held[:0]
+	for i := range s.pumps {
+		s.pumps[i] = nil
+	}
+	s.pumps = s.pumps[:0]
 	s.holding = false
+}
+
+// notePump remembers a shared link the reader sent a request on, for
+// flush. Only the reader calls it.
+func (s *session) notePump(l *backend.Link) {
+	if l == nil || !l.Pumped() || slices.Contains(s.pumps, l) {
+		return
+	}
+	s.pumps = append(s.pumps, l)
 }
 
 func (s *session) setReason(r string) {
