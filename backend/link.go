@@ -125,22 +125,10 @@ func (l *Link) dispatch(p *protocol.Packet) {
 type pump struct {
 	mu   sync.Mutex
 	half *half
-	feed feed
+	feed protocol.Feed
 	r    *protocol.Reader
 	buf  []byte
 	p    protocol.Packet
-}
-
-// feed hands the bytes taken from the pipe to the packet Reader.
-type feed struct{ b []byte }
-
-func (f *feed) Read(p []byte) (int, error) {
-	if len(f.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, f.b)
-	f.b = f.b[n:]
-	return n, nil
 }
 
 func (l *Link) pumpLoop() {
@@ -164,8 +152,8 @@ func (l *Link) drainLocked() (bool, error) {
 	var end bool
 	ps.buf, end = ps.half.take(ps.buf[:0])
 	took := len(ps.buf) > 0
-	ps.feed.b = ps.buf
-	for len(ps.feed.b) > 0 || ps.r.Buffered() > 0 {
+	ps.feed.B = ps.buf
+	for len(ps.feed.B) > 0 || ps.r.Buffered() > 0 {
 		if err := ps.r.Read(&ps.p); err != nil {
 			return took, err
 		}

@@ -2,7 +2,6 @@ package jobserver
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -29,22 +28,10 @@ type Direct struct {
 	// whoever holds it, as they belong to the reader of a socket.
 	mu     sync.Mutex
 	r      *protocol.Reader
-	src    feed
+	src    protocol.Feed
 	closed bool
 
 	closeOnce sync.Once
-}
-
-// feed hands a Write's bytes to the packet Reader.
-type feed struct{ b []byte }
-
-func (f *feed) Read(p []byte) (int, error) {
-	if len(f.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, f.b)
-	f.b = f.b[n:]
-	return n, nil
 }
 
 // ServeDirect opens a direct connection whose output goes to replies; its
@@ -96,9 +83,9 @@ func (d *Direct) Write(b []byte) (int, error) {
 		return 0, ErrDirectClosed
 	}
 	c := d.c
-	d.src.b = b
+	d.src.B = b
 	var p protocol.Packet
-	for len(d.src.b) > 0 || d.r.Buffered() > 0 {
+	for len(d.src.B) > 0 || d.r.Buffered() > 0 {
 		c.out.Begin()
 		if err := d.r.Read(&p); err != nil {
 			var fe *protocol.FrameError
@@ -114,12 +101,12 @@ func (d *Direct) Write(b []byte) (int, error) {
 			}
 			// A packet cut short or a stream out of sync: the
 			// connection ends, as a socket's would.
-			d.src.b = nil
+			d.src.B = nil
 			d.endLocked()
 			return len(b), nil
 		}
 		if !c.handle(&p) {
-			d.src.b = nil
+			d.src.B = nil
 			d.endLocked()
 			return len(b), nil
 		}

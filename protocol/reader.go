@@ -95,6 +95,21 @@ func NewReader(r io.Reader, opts ReaderOptions) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), opts: opts, args: make([][]byte, 0, 8)}
 }
 
+// Feed is a Reader's source for bytes that arrive in whole packets, as
+// from an in-process connection: set B, then Read while B is not empty or
+// the Reader has something buffered; a Read never waits on it, and it
+// reports io.EOF when empty.
+type Feed struct{ B []byte }
+
+func (f *Feed) Read(p []byte) (int, error) {
+	if len(f.B) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, f.B)
+	f.B = f.B[n:]
+	return n, nil
+}
+
 // Buffered returns how many bytes are already read from the stream but not
 // yet returned, so a caller can tell whether more packets are pending before
 // it flushes its replies.
