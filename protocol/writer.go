@@ -301,6 +301,10 @@ func (o *Outbox) dropInlineDeadline() bool {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		// The common case, before errors.As puts ne on the heap.
+		return false
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -29,7 +29,8 @@ type worker struct {
 	woke      []int // backends that signalled work, oldest first
 	cursor    int   // where the rotation starts when no backend woke
 	queue     []grabRequest
-	cur       *grabState
+	cur       *grabState // &grab while a grab is in progress
+	grab      grabState
 	closed    bool
 
 	// An ECHO_REQ from a worker goes to the backend that got its last
@@ -350,15 +351,15 @@ func (w *worker) assigned(i int, p *protocol.Packet) {
 // as one gearmand would hand them out; then those that signalled work, in
 // the order they did; then the rest, in rotation from after the backend
 // that assigned last, so that no backend starves.
-func (w *worker) grabOrder() []int {
+func (w *worker) grabOrder(order []int) []int {
 	n := len(w.links)
-	order := make([]int, 0, n)
 	type known struct {
 		b    int
 		prio protocol.Priority
 		seq  uint64
 	}
-	var ks []known
+	var space [8]known
+	ks := space[:0]
 	for b, l := range w.links {
 		if l == nil {
 			continue
@@ -395,9 +396,10 @@ func (w *worker) startNext() {
 	if w.cur != nil || len(w.queue) == 0 {
 		return
 	}
-	g := &grabState{grabRequest: w.queue[0]}
+	// One grab at a time: its state reuses the last one's.
+	g := &w.grab
+	*g = grabState{grabRequest: w.queue[0], order: w.grabOrder(g.order[:0])}
 	w.queue = w.queue[1:]
-	g.order = w.grabOrder()
 	w.cur = g
 	w.tryNext()
 }
