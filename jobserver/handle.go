@@ -463,10 +463,11 @@ func (c *conn) getStatusUnique(u []byte) {
 	defer s.mu.Unlock()
 	var j *job
 	if len(u) > 0 {
-		// The oldest job with this unique in any function, so that the
-		// answer does not depend on map order.
+		// The newest job with this unique in any function, as gearmand
+		// answers (its unique hash chains insert at the head), and
+		// not one that depends on map order.
 		for _, f := range s.funcs {
-			if jj := f.uniques[string(u)]; jj != nil && (j == nil || jj.id < j.id) {
+			if jj := f.uniques[string(u)]; jj != nil && (j == nil || jj.id > j.id) {
 				j = jj
 			}
 		}

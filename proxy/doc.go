@@ -33,8 +33,9 @@
 // out to every session attached to the job, with each session's own handle;
 // WORK_EXCEPTION becomes a clean WORK_FAIL for sessions without the
 // exceptions option. GET_STATUS is routed by the handle; GET_STATUS_UNIQUE,
-// which names no function, asks every backend. ECHO_REQ and OPTION_REQ are
-// answered by the proxy.
+// which names no function, asks every backend and answers with the first
+// answer that knows the unique. ECHO_REQ and OPTION_REQ are answered by
+// the proxy.
 //
 // # Worker role
 //
@@ -53,8 +54,10 @@
 //
 // What a pool cannot do like one server: maxqueue counts per backend; the
 // results of different jobs on different backends may reach a client in
-// either order; and a foreground job whose clients all left still runs,
-// since the proxy's shared link stays attached to it.
+// either order; a foreground job whose clients all left still runs,
+// since the proxy's shared link stays attached to it; and GET_STATUS_UNIQUE
+// for a unique in several functions may answer for another of its jobs
+// than the newest.
 //
 // # Identity
 //

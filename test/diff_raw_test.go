@@ -424,7 +424,6 @@ status: STATUS_RES_UNIQUE "raw_get_status_unique.unique" "1" "0" "0" "0" "0"`,
 				s.Send(P.GetStatusUnique, u)
 				s.recv()
 			},
-			knownDiff: "raw_get_status_unique_three_functions",
 			want: `
 client: JOB_CREATED "H1"
 client: JOB_CREATED "H2"

@@ -36,6 +36,11 @@ var proxyDifferences = map[string]string{
 	// ends, so the backend runs it even when all its clients left (their
 	// results are dropped); gearmand discards it at grab.
 	"raw_fg_client_gone_while_queued": "a foreground job outlives its clients on a shared link",
+	// GET_STATUS_UNIQUE names no function; gearmand answers for its
+	// newest job with that unique. With the unique in three functions on
+	// different backends, each backend answers for its own and nothing
+	// in the answers says which job is the newest.
+	"raw_get_status_unique_three_functions": "newest job with a unique across backends",
 }
 
 func proxySkip(extra map[string]string) func(string) string {
