@@ -44,7 +44,7 @@ var ErrACMEChallenge = errors.New("ACME TLS-ALPN-01 challenge connection")
 func ServerHandshake(ctx context.Context, nc net.Conn, src TLSSource) (*tls.Conn, error) {
 	tc := tls.Server(nc, src.Config())
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrTLSHandshake, err)
 	}
 	if tc.ConnectionState().NegotiatedProtocol == ACMETLS1 {
 		return nil, ErrACMEChallenge

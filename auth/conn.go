@@ -40,6 +40,31 @@ var ErrAuthRequired = errors.New("packet before authentication")
 // failures.
 var ErrAuthFailed = errors.New("authentication failed")
 
+// ErrTLSHandshake wraps the error of a TLS handshake that failed.
+var ErrTLSHandshake = errors.New("TLS handshake")
+
+// ErrMechUnsupported and ErrSequence name what went wrong last in a SASL
+// conversation whose connection then ended (see FailedEnd): a mechanism
+// the listener does not offer, or SASL packets out of order.
+var (
+	ErrMechUnsupported = errors.New("SASL mechanism not offered")
+	ErrSequence        = errors.New("SASL packets out of order")
+)
+
+// FailedEnd is the error of a connection that ended, before it
+// authenticated, after its SASL conversation had failed a step: a client
+// that gives up after a wrong password or an unoffered mechanism. It
+// unwraps to the failure (ErrAuthFailed, ErrMechUnsupported or
+// ErrSequence), not to how the connection ended, so that a hang-up after a
+// failure is not mistaken for a port probe.
+type FailedEnd struct {
+	Last error // what failed last in the conversation
+	End  error // what ended the connection: io.EOF when the peer hung up
+}
+
+func (e *FailedEnd) Error() string { return fmt.Sprintf("%v, after: %v", e.End, e.Last) }
+func (e *FailedEnd) Unwrap() error { return e.Last }
+
 // AuthenticateConn does everything between Accept and the first served
 // packet: the TLS handshake when the listener has TLS, a login by verified
 // client certificate when CertLogin is set, otherwise the SASL exchange,
@@ -99,6 +124,9 @@ func (l *Listener) authenticateConn(ctx context.Context, nc net.Conn) (Authentic
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
 				nc.Write(protocol.AppendError(nil, fe.Code, fe.Error()))
+			}
+			if last := conv.failed; last != nil && fe == nil {
+				return Authenticated{}, &FailedEnd{Last: last, End: err}
 			}
 			return Authenticated{}, err
 		}

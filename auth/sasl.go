@@ -266,6 +266,9 @@ type Conversation struct {
 	mechName string
 	failures int
 	user     *User
+	// failed is what went wrong last (ErrAuthFailed, ErrMechUnsupported,
+	// ErrSequence), nil while nothing has; see FailedEnd.
+	failed error
 
 	cbDone bool
 	cb     scram.ChannelBinding
@@ -357,12 +360,14 @@ func (c *Conversation) Handle(ctx context.Context, p *protocol.Packet) Reply {
 	case protocol.SASLStep:
 		return c.step(ctx, start, p.Arg(0))
 	}
+	c.failed = ErrSequence
 	return Reply{Packet: protocol.AppendError(nil, CodeAuthSequence, "not a SASL packet: "+p.Type.String())}
 }
 
 func (c *Conversation) start(ctx context.Context, t0 time.Time, name string, ir []byte) Reply {
 	switch c.state {
 	case stateAuthenticated:
+		c.failed = ErrSequence
 		return Reply{Packet: protocol.AppendError(nil, CodeAuthSequence, alreadyAuthText)}
 	case stateClosed:
 		return Reply{Packet: protocol.AppendError(nil, CodeAuthFailed, failedText), Close: true}
@@ -372,6 +377,7 @@ func (c *Conversation) start(ctx context.Context, t0 time.Time, name string, ir 
 	// credentials were judged.
 	c.mech, c.mechName, c.state = nil, "", stateIdle
 	if !slices.Contains(c.mechs, name) {
+		c.failed = ErrMechUnsupported
 		return Reply{Packet: protocol.AppendError(nil, CodeMechUnsupported, "mechanism not offered: "+clip(name))}
 	}
 	c.mechName = name
@@ -401,6 +407,7 @@ func (c *Conversation) step(ctx context.Context, t0 time.Time, resp []byte) Repl
 		return Reply{Packet: protocol.AppendError(nil, CodeAuthFailed, failedText), Close: true}
 	}
 	if c.state != stateExchange {
+		c.failed = ErrSequence
 		return Reply{Packet: protocol.AppendError(nil, CodeAuthSequence, sequenceText)}
 	}
 	if resp == nil {
@@ -465,6 +472,7 @@ func (c *Conversation) fail(ctx context.Context, t0 time.Time, claimed, reason s
 	a := c.l.a
 	c.mech, c.state = nil, stateIdle
 	c.failures++
+	c.failed = ErrAuthFailed
 	a.sources.fail(c.key)
 	a.opts.Audit.AuthFailure(claimed, c.source, c.l.cfg.Name, c.mechName, reason)
 	wait := a.opts.FailureDelay - a.opts.Now().Sub(t0)

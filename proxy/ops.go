@@ -187,7 +187,6 @@ func (srv *Server) observe(id *Identity) {
 // authReason names why authentication failed, as the metric labels it.
 func authReason(err error) string {
 	var re *tls.RecordHeaderError
-	msg := err.Error()
 	switch {
 	case errors.Is(err, ErrTooManyConnections):
 		return admin.AuthTooMany
@@ -195,13 +194,13 @@ func authReason(err error) string {
 		return admin.AuthRequired
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return admin.AuthTimeout
-	case errors.As(err, &re), strings.HasPrefix(msg, "TLS handshake"), strings.Contains(msg, "tls: "):
+	case errors.Is(err, auth.ErrTLSHandshake), errors.As(err, &re):
 		return admin.AuthTLS
-	// The auth package has no sentinel errors for these two: they
-	// usually end a conversation that goes on, so they rarely get here.
-	case strings.Contains(msg, "mechanism"):
+	// A client that gave up after an unoffered mechanism or packets out
+	// of order (auth.FailedEnd).
+	case errors.Is(err, auth.ErrMechUnsupported):
 		return admin.AuthMechUnsupported
-	case strings.Contains(msg, "sequence"):
+	case errors.Is(err, auth.ErrSequence):
 		return admin.AuthSequence
 	}
 	return admin.AuthFailed

@@ -40,6 +40,22 @@ submit = ["ops.allowed"]
 	}
 	raw.WaitClosed()
 
+	// A wrong password, then a hang-up (clients give up after one
+	// AUTH_FAILED): a failure, though the connection ended with EOF.
+	raw = dialRaw(t, sasl)
+	raw.Send(protocol.SASLStart, "PLAIN", "\x00bob\x00wrong")
+	if r := raw.Recv(); r.Type != protocol.Error || r.Args[0] != "AUTH_FAILED" {
+		t.Fatalf("wrong password: %s", r)
+	}
+	raw.Close()
+	// A mechanism the listener does not offer, then a hang-up.
+	raw = dialRaw(t, sasl)
+	raw.Send(protocol.SASLStart, "SCRAM-SHA-256", "")
+	if r := raw.Recv(); r.Type != protocol.Error || r.Args[0] != "AUTH_MECH_UNSUPPORTED" {
+		t.Fatalf("unoffered mechanism: %s", r)
+	}
+	raw.Close()
+
 	// bob may submit ops.allowed only.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -72,7 +88,9 @@ submit = ["ops.allowed"]
 		want  float64
 	}{
 		{"gearproxy_auth_failures_total", []string{`listener="` + sasl + `"`, `reason="auth_required"`}, 1},
-		{"gearproxy_auth_failures_total", nil, 1},
+		{"gearproxy_auth_failures_total", []string{`listener="` + sasl + `"`, `reason="auth_failed"`}, 1},
+		{"gearproxy_auth_failures_total", []string{`listener="` + sasl + `"`, `reason="mech_unsupported"`}, 1},
+		{"gearproxy_auth_failures_total", nil, 3},
 		{"gearproxy_denials_total", []string{`user="bob"`, `verb="submit"`, `reason="acl"`}, 1},
 		{"gearproxy_denials_total", nil, 1},
 		{"gearproxy_jobs_submitted_total", []string{`user="bob"`, `function="ops.allowed"`}, 1},
