@@ -99,8 +99,18 @@ func (w *worker) track(i int, p *protocol.Packet) {
 		w.running = map[runKey]running{}
 	}
 	fn := ""
-	if w.s.srv.obs != nil && len(p.Args) > 1 {
-		fn = string(p.Args[1])
+	if len(p.Args) > 1 {
+		// The function as the worker registered it: its name is kept,
+		// so no string is made per job.
+		for _, a := range w.abilities {
+			if string(a.fn) == string(p.Args[1]) {
+				fn = a.name
+				break
+			}
+		}
+		if fn == "" {
+			fn = string(p.Args[1])
+		}
 	}
 	w.running[runKey{i, string(p.Args[0])}] = running{fn: fn, at: time.Now()}
 	w.s.srv.runningJobs.Add(1)

@@ -199,9 +199,10 @@ func (s *session) filterAdmin(cmd string, args []string, out []byte) []byte {
 			return kept
 		})
 	case cmd == "show" && len(args) == 2:
+		running := s.srv.runningFunctions()
 		return s.filterLines(out, func(l []byte) []byte {
 			h, _, _ := bytes.Cut(l, []byte("\t"))
-			if s.ownJob(h) {
+			if s.ownJob(h, running) {
 				return l
 			}
 			return nil
@@ -220,10 +221,9 @@ func (s *session) filterAdmin(cmd string, args []string, out []byte) []byte {
 	return out
 }
 
-// ownJob reports whether a client handle in show jobs names a job queued
-// under a function this user may see. Running jobs are not tracked by
-// function, so only a superuser sees them there.
-func (s *session) ownJob(h []byte) bool {
+// ownJob reports whether a client handle in show jobs names a job, queued
+// or running (running: runningFunctions), of a function this user may see.
+func (s *session) ownJob(h []byte, running map[runKey]string) bool {
 	i, bh, ok := s.srv.codec().Decode(s.ident.User, h)
 	if !ok {
 		return false
@@ -237,10 +237,29 @@ func (s *session) ownJob(h []byte) bool {
 	}
 	q.mu.Unlock()
 	if fn == "" {
+		fn = running[runKey{i, string(bh)}]
+	}
+	if fn == "" {
 		return false
 	}
 	_, ok = s.visible([]byte(fn))
 	return ok
+}
+
+// runningFunctions maps every job a worker of this proxy runs to its
+// function, for show jobs.
+func (srv *Server) runningFunctions() map[runKey]string {
+	m := map[runKey]string{}
+	srv.each(func(s *session) {
+		s.mu.Lock()
+		if w := s.worker; w != nil {
+			for k, r := range w.running {
+				m[k] = r.fn
+			}
+		}
+		s.mu.Unlock()
+	})
+	return m
 }
 
 // filterLines rewrites each line of an admin list reply (nil drops it).

@@ -54,6 +54,7 @@ type echo struct {
 type ability struct {
 	t       protocol.Type // CAN_DO or CAN_DO_TIMEOUT
 	fn      []byte
+	name    string // fn, for the running jobs' records
 	timeout []byte
 }
 
@@ -468,9 +469,9 @@ func (s *session) ability(p *protocol.Packet) {
 	defer s.mu.Unlock()
 	switch p.Type {
 	case protocol.CanDo:
-		w.abilities = append(w.abilities, ability{t: p.Type, fn: append([]byte(nil), fn...)})
+		w.abilities = append(w.abilities, ability{t: p.Type, fn: append([]byte(nil), fn...), name: string(fn)})
 	case protocol.CanDoTimeout:
-		w.abilities = append(w.abilities, ability{t: p.Type, fn: append([]byte(nil), fn...), timeout: append([]byte(nil), p.Arg(1)...)})
+		w.abilities = append(w.abilities, ability{t: p.Type, fn: append([]byte(nil), fn...), name: string(fn), timeout: append([]byte(nil), p.Arg(1)...)})
 	case protocol.CantDo:
 		kept := w.abilities[:0]
 		for _, a := range w.abilities {

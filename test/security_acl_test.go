@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,7 +169,7 @@ func TestSecurityTenants(t *testing.T) {
 	if !strings.Contains(workers, ": img.mine") || strings.Contains(workers, "bobs") || strings.Contains(workers, "alice.") {
 		t.Fatalf("alice's workers:\n%s", workers)
 	}
-	// show jobs: only alice's queued jobs, under her handles.
+	// show jobs: only alice's jobs, under her handles: queued ...
 	jobs := sp.adminAs(t, "alice", "show jobs")
 	seen := false
 	for _, l := range jobs {
@@ -180,6 +181,31 @@ func TestSecurityTenants(t *testing.T) {
 	}
 	if !seen {
 		t.Fatalf("alice's show jobs misses her queued job %s: %q", hOnly.Args[0], jobs)
+	}
+	// ... and her running ones, not bob's.
+	var hRun string
+	for _, user := range []string{"alice", "bob"} {
+		c, runner := sp.rawAuthed(t, user), sp.rawAuthed(t, user)
+		c.Send(protocol.SubmitJobBg, "img.run", "running", "x")
+		h := c.Recv()
+		runner.Send(protocol.CanDo, "img.run")
+		runner.Send(protocol.GrabJob)
+		if r := runner.Recv(); r.Type != protocol.JobAssign || r.Args[0] != h.Args[0] {
+			t.Fatalf("%s's runner: %v, want %s", user, r, h.Args[0])
+		}
+		if user == "alice" {
+			hRun = h.Args[0]
+		}
+	}
+	jobs = sp.adminAs(t, "alice", "show jobs")
+	for _, l := range jobs {
+		h, _, _ := strings.Cut(l, "\t")
+		if h != ha.Args[0] && h != hOnly.Args[0] && h != hRun {
+			t.Fatalf("alice's show jobs lists %q, not one of her jobs", l)
+		}
+	}
+	if !slices.ContainsFunc(jobs, func(l string) bool { return strings.HasPrefix(l, hRun+"\t") }) {
+		t.Fatalf("alice's show jobs misses her running job %s: %q", hRun, jobs)
 	}
 	// A reduce job: function and reducer both go into the namespace and
 	// come back out of it.
