@@ -115,6 +115,20 @@ func opsWorker(t testing.TB, addr string, hold time.Duration, fns ...string) {
 			t.Fatal(err)
 		}
 	}
+	// The echo comes back after the abilities are registered: a test
+	// may then look for this worker at once.
+	if err := g.send(protocol.EchoReq, "registered"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		typ, _, err := g.recv(ioTimeout)
+		if err != nil {
+			t.Fatalf("worker registration: %v", err)
+		}
+		if typ == protocol.EchoRes {
+			break
+		}
+	}
 	go func() {
 		for {
 			if g.send(protocol.GrabJob) != nil {
