@@ -179,7 +179,9 @@ func (l *Link) Pumped() bool { return l.pump != nil }
 // same write as its others instead of travelling through two more
 // goroutines. A no-op on other links.
 func (l *Link) Pump() bool {
-	if l.pump == nil || !l.pump.mu.TryLock() {
+	// Most calls find nothing (replies already taken by an earlier
+	// round, or by the link's goroutine): say so without the locks.
+	if l.pump == nil || !l.pump.half.buffered.Load() || !l.pump.mu.TryLock() {
 		return false
 	}
 	took, err := l.drainLocked()

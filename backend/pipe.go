@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,7 +36,10 @@ type half struct {
 	// ever finds whole writes, and a writer that writes whole packets
 	// lets it take everything at once (take) without ever stopping in
 	// the middle of a packet.
-	whole    bool
+	whole bool
+	// buffered mirrors data.Len() > 0 for whole-writes halves, so that
+	// a reader can see there is nothing to take without the lock.
+	buffered atomic.Bool
 	readable chan struct{}
 	writable chan struct{}
 	rdl, wdl time.Time // deadlines of the reading and the writing end
@@ -155,6 +159,7 @@ func (h *half) writeWhole(p []byte) (int, error) {
 		return 0, errPipeFull
 	}
 	h.data.Write(p)
+	h.buffered.Store(true)
 	h.mu.Unlock()
 	signal(h.readable)
 	return len(p), nil
@@ -167,6 +172,7 @@ func (h *half) take(dst []byte) (_ []byte, end bool) {
 	h.mu.Lock()
 	dst = append(dst, h.data.Bytes()...)
 	h.data.Reset()
+	h.buffered.Store(false)
 	end = h.eof || h.gone
 	h.mu.Unlock()
 	return dst, end
