@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,23 +147,46 @@ func peerMissing(p string) error {
 // helpers retry on a new port when that happens.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		// The kernel may offer a port again once it is closed: never
+		// give two tests of this binary the same one.
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
-// waitForPort dials addr until it accepts a connection, the process exits
-// (exited is closed) or timeout passes.
-func waitForPort(addr string, exited <-chan struct{}, timeout time.Duration) error {
+// handedOut is every address freeAddr has returned.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// waitForPort dials addr until process pid accepts a connection there,
+// the process exits (exited is closed) or timeout passes. A port that
+// accepts but belongs to another process does not count: a port freeAddr
+// hands out may be taken by someone else (another test binary's listener)
+// before the process binds it, and then the process fails to start while
+// the port answers.
+func waitForPort(addr string, pid int, exited <-chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return nil
+			if listens(pid, addr) {
+				return nil
+			}
+			err = fmt.Errorf("%s accepts, but not in process %d", addr, pid)
 		}
 		select {
 		case <-exited:
@@ -174,6 +198,49 @@ func waitForPort(addr string, exited <-chan struct{}, timeout time.Duration) err
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// listens reports whether process pid holds the socket listening on
+// addr's port, from /proc/net/tcp{,6} (the socket's inode) and
+// /proc/PID/fd.
+func listens(pid int, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ... uid timeout inode
+			fields := strings.Fields(line)
+			if len(fields) < 10 || fields[3] != "0A" { // LISTEN
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fields[1], ":")
+			if n, err := strconv.ParseInt(hexPort, 16, 32); err == nil && int(n) == p {
+				inodes[fields[9]] = true
+			}
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(link, "socket:["); ok && err == nil && inodes[strings.TrimSuffix(inode, "]")] {
+			return true
+		}
+	}
+	return false
 }
 
 // Server is a server process started by a test: gearmand, `gearproxy
@@ -244,7 +311,7 @@ func startProcess(t testing.TB, name, addr, logPath, bin string, args ...string)
 		cmd.Wait()
 		close(s.exited)
 	}()
-	if err := waitForPort(addr, s.exited, 15*time.Second); err != nil {
+	if err := waitForPort(addr, s.Pid, s.exited, 15*time.Second); err != nil {
 		s.Kill()
 		return nil
 	}

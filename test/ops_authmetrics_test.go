@@ -26,7 +26,7 @@ password = %q
 [user.allow]
 submit = ["ops.allowed"]
 `, sasl, verifier(t, "bobs secret")))
-	if err := waitForPort(sasl, p.Exited(), 15*time.Second); err != nil {
+	if err := waitForPort(sasl, p.Pid, p.Exited(), 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// That probe hung up before authenticating: not a failure (port

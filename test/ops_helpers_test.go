@@ -36,7 +36,7 @@ func startOpsProxyAdmin(t testing.TB, backends []proxyBackend, extra, adminKeys 
 	t.Helper()
 	admin, work := freeAddr(t), freeAddr(t)
 	s := startProxyRun(t, backends, fmt.Sprintf("%s\n[admin]\naddress = %q\n%s\n[[listener]]\naddress = %q\nuser = \"local\"\n", extra, admin, adminKeys, work))
-	if err := waitForPort(admin, s.Exited(), 15*time.Second); err != nil {
+	if err := waitForPort(admin, s.Pid, s.Exited(), 15*time.Second); err != nil {
 		t.Fatalf("admin listener %s: %v\n%s", admin, err, s.Log())
 	}
 	return &opsProxy{Server: s, Admin: admin, Work: work}
