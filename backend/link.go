@@ -64,7 +64,8 @@ func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose
 	case *directConn:
 		l.direct = true
 		l.pump = &pump{half: c.memConn.r}
-		l.pump.r = protocol.NewReader(&l.pump.feed, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData})
+		l.pump.r = protocol.NewReader(&l.pump.feed, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData,
+			BufferSize: protocol.MinBufferSize})
 		go l.pumpLoop()
 		return l
 	case *memConn:

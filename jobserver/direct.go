@@ -42,7 +42,8 @@ func (s *Server) ServeDirect(replies net.Conn) (*Direct, error) {
 	c := &conn{s: s, nc: replies, host: hostOf(replies.RemoteAddr())}
 	c.out = protocol.NewConnOutbox(replies, s.opts.OutboxLimit, protocol.InlineSafe(replies))
 	d := &Direct{c: c, writerDone: make(chan struct{})}
-	d.r = protocol.NewReader(&d.src, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.opts.MaxPacket, Text: true})
+	d.r = protocol.NewReader(&d.src, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.opts.MaxPacket, Text: true,
+		BufferSize: protocol.MinBufferSize})
 	c.direct = d
 	s.mu.Lock()
 	if s.closing {

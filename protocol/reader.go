@@ -72,7 +72,16 @@ type ReaderOptions struct {
 	MaxData int
 	// Text accepts admin text lines between binary packets (a server).
 	Text bool
+	// BufferSize is the read buffer's size; zero means 64 KiB, which
+	// batches many small packets per read from a socket. A source that
+	// never waits (a Feed) needs no more than the longest admin line:
+	// MinBufferSize.
+	BufferSize int
 }
+
+// MinBufferSize is the smallest ReaderOptions.BufferSize: an admin text
+// line must fit in the buffer whole.
+const MinBufferSize = 16 << 10
 
 // Reader reads Gearman packets and admin text lines from a stream and
 // validates their framing before anything else looks at them.
@@ -92,7 +101,12 @@ func NewReader(r io.Reader, opts ReaderOptions) *Reader {
 	if opts.Expect == 0 {
 		opts.Expect = Req
 	}
-	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), opts: opts, args: make([][]byte, 0, 8)}
+	size := opts.BufferSize
+	if size == 0 {
+		size = readBufferSize
+	}
+	size = max(size, MinBufferSize)
+	return &Reader{br: bufio.NewReaderSize(r, size), opts: opts, args: make([][]byte, 0, 8)}
 }
 
 // Feed is a Reader's source for bytes that arrive in whole packets, as
