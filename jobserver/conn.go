@@ -93,17 +93,21 @@ func (s *Server) serveConn(nc net.Conn) {
 	}()
 
 	c.readLoop()
+	c.end()
+	<-writerDone
+	nc.Close()
+}
 
+// end takes a connection whose requests have ended out of the server, and
+// lets its writer send what is queued (an ERROR naming why it closes) but
+// never wait long on a peer that does not read.
+func (c *conn) end() {
+	s := c.s
 	s.mu.Lock()
 	removed := s.dropConn(c)
 	s.mu.Unlock()
 	s.storeRemove(removed)
-
-	// Let the writer send what is queued (an ERROR naming why we close),
-	// but never wait on a peer that does not read.
 	c.out.CloseWithin(2 * time.Second)
-	<-writerDone
-	nc.Close()
 }
 
 func hostOf(a net.Addr) string {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/gearproxy/gearproxy/protocol"
 )
@@ -131,17 +130,12 @@ func (d *Direct) endLocked() {
 	d.closed = true
 	d.closeOnce.Do(func() {
 		c := d.c
-		s := c.s
 		c.flushAll()
-		s.mu.Lock()
-		removed := s.dropConn(c)
-		s.mu.Unlock()
-		s.storeRemove(removed)
-		c.out.CloseWithin(2 * time.Second)
+		c.end()
 		go func() {
 			<-d.writerDone
 			c.nc.Close()
-			s.connWG.Done()
+			c.s.connWG.Done()
 		}()
 	})
 }
