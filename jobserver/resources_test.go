@@ -101,8 +101,14 @@ func TestOutboxLimitCutsOffNonReader(t *testing.T) {
 	deaf.send(protocol.SubmitJob, "f", "", "x")
 	// Not reading: JOB_CREATED stays queued.
 	w.canDo("f")
-	w.send(protocol.GrabJob)
-	r := w.expect(protocol.JobAssign)
+	// The deaf client cannot be synced with an echo: grab until its
+	// submit has been handled.
+	var r reply
+	waitFor(t, func() bool {
+		w.send(protocol.GrabJob)
+		r = w.read()
+		return r.typ == protocol.JobAssign
+	})
 	chunk := strings.Repeat("d", 8<<10)
 	var b []byte
 	for i := 0; i < 64; i++ {
