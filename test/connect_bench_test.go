@@ -5,9 +5,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -166,46 +165,18 @@ func benchCLI(t *testing.T, args []string) bench.Result {
 	return bench.Result{Jobs: res.Jobs, JobsPerSec: res.JobsPerSec}
 }
 
-// startTCPRelay starts the floor of TestConnectThroughput: this test
-// binary, re-run as a process that relays each connection to target with
-// two io.Copy (see TestMain).
+// startTCPRelay starts the floor of TestConnectThroughput: the relay of
+// the comparison program (test/bench -relay-listen), which copies each
+// connection to and from target with two io.Copy, in a process of its own.
 func startTCPRelay(t *testing.T, target string) *Server {
 	t.Helper()
-	return startServer(t, "tcp-relay", os.Args[0], tcpRelayArg, "{addr}", target)
-}
-
-// tcpRelayArg as the first argument makes the test binary a TCP relay.
-const tcpRelayArg = "gearproxy-test-tcp-relay"
-
-// tcpRelay accepts on listen and copies each connection to and from a new
-// connection to target until either side closes. Between TCP connections
-// io.Copy splices in the kernel: the cheapest hop there is.
-func tcpRelay(listen, target string) {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tcp relay:", err)
-		os.Exit(1)
+	bin := filepath.Join(t.TempDir(), "bench")
+	cmd := exec.Command("go", "build", "-o", bin, "./test/bench")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./test/bench: %v\n%s", err, out)
 	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "tcp relay:", err)
-			os.Exit(1)
-		}
-		go func() {
-			defer c.Close()
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "tcp relay:", err)
-				return
-			}
-			defer u.Close()
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(u, c); done <- struct{}{} }()
-			go func() { io.Copy(c, u); done <- struct{}{} }()
-			<-done
-		}()
-	}
+	return startServer(t, "tcp-relay", bin, "-relay-listen", "{addr}", "-relay-target", target)
 }
 
 // processCPU is the user + system CPU time a process has used so far, from

@@ -47,10 +47,6 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) == 4 && os.Args[1] == tcpRelayArg {
-		tcpRelay(os.Args[2], os.Args[3])
-		return
-	}
 	// Most tests here wait on peers rather than use the CPU: run more of
 	// them at once than the default of GOMAXPROCS, unless -parallel says.
 	flag.Parse()
