@@ -151,6 +151,8 @@ func (o *Options) fill() error {
 type Backend struct {
 	opts Options
 	log  *slog.Logger
+	// feeds lends links to an in-process server their packet readers.
+	feeds *protocol.FeedReaders
 
 	mu      sync.Mutex
 	links   []*Link        // shared client links; nil while down
@@ -172,7 +174,8 @@ func New(opts Options) (*Backend, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Backend{opts: opts, log: opts.Logger.With("backend", opts.Name), ctx: ctx, cancel: cancel}, nil
+	return &Backend{opts: opts, log: opts.Logger.With("backend", opts.Name), ctx: ctx, cancel: cancel,
+		feeds: protocol.NewFeedReaders(protocol.ReaderOptions{Expect: protocol.Res, MaxData: opts.MaxData})}, nil
 }
 
 // Name is the configured name.
@@ -227,7 +230,7 @@ func (b *Backend) OpenWorker(handler func(*protocol.Packet), onClose func(error)
 		return nil, fmt.Errorf("backend %s: worker link: %w", b.opts.Name, err)
 	}
 	var l *Link
-	l = newLink(conn, b.opts.MaxData, handler, func(err error) {
+	l = newLink(conn, b.opts.MaxData, b.feeds, handler, func(err error) {
 		b.mu.Lock()
 		delete(b.workers, l)
 		b.mu.Unlock()
@@ -301,7 +304,7 @@ func (b *Backend) connect() (chan struct{}, error) {
 		if err != nil {
 			return fail(err)
 		}
-		links = append(links, newLink(conn, b.opts.MaxData, b.opts.OnWork, onClose))
+		links = append(links, newLink(conn, b.opts.MaxData, b.feeds, b.opts.OnWork, onClose))
 	}
 	for _, l := range links {
 		reply := make(chan string, 1)

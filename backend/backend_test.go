@@ -194,7 +194,7 @@ func TestOwedRepliesOnClose(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	got := make(chan bool, 2)
-	l := newLink(client, protocol.DefaultMaxData, func(*protocol.Packet) {}, nil)
+	l := newLink(client, protocol.DefaultMaxData, nil, func(*protocol.Packet) {}, nil)
 	for range 2 {
 		l.Request(func(dst []byte) []byte {
 			return protocol.AppendPacket(dst, protocol.Req, protocol.EchoReq, []byte("x"))

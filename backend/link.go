@@ -53,7 +53,7 @@ type Link struct {
 	done chan struct{}
 }
 
-func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose func(error)) *Link {
+func newLink(conn net.Conn, maxData int, feeds *protocol.FeedReaders, handler func(*protocol.Packet), onClose func(error)) *Link {
 	l := &Link{
 		conn:    conn,
 		handler: handler,
@@ -63,9 +63,7 @@ func newLink(conn net.Conn, maxData int, handler func(*protocol.Packet), onClose
 	switch c := conn.(type) {
 	case *directConn:
 		l.direct = true
-		l.pump = &pump{half: c.memConn.r}
-		l.pump.r = protocol.NewReader(&l.pump.feed, protocol.ReaderOptions{Expect: protocol.Res, MaxData: maxData,
-			BufferSize: protocol.MinBufferSize})
+		l.pump = &pump{half: c.memConn.r, feeds: feeds}
 		go l.pumpLoop()
 		return l
 	case *memConn:
@@ -124,12 +122,11 @@ func (l *Link) dispatch(p *protocol.Packet) {
 // link's own goroutine when it is woken, or a session's reader that has
 // just written to the link (Pump).
 type pump struct {
-	mu   sync.Mutex
-	half *half
-	feed protocol.Feed
-	r    *protocol.Reader
-	buf  []byte
-	p    protocol.Packet
+	mu    sync.Mutex
+	half  *half
+	feeds *protocol.FeedReaders
+	buf   []byte
+	p     protocol.Packet
 }
 
 func (l *Link) pumpLoop() {
@@ -153,12 +150,16 @@ func (l *Link) drainLocked() (bool, error) {
 	var end bool
 	ps.buf, end = ps.half.take(ps.buf[:0])
 	took := len(ps.buf) > 0
-	ps.feed.B = ps.buf
-	for len(ps.feed.B) > 0 || ps.r.Buffered() > 0 {
-		if err := ps.r.Read(&ps.p); err != nil {
-			return took, err
+	if took {
+		fr := ps.feeds.Get(ps.buf)
+		for fr.More() {
+			if err := fr.Read(&ps.p); err != nil {
+				ps.feeds.Put(fr)
+				return took, err
+			}
+			l.dispatch(&ps.p)
 		}
-		l.dispatch(&ps.p)
+		ps.feeds.Put(fr)
 	}
 	if cap(ps.buf) > 64<<10 {
 		ps.buf = nil

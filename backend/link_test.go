@@ -28,7 +28,7 @@ func TestLinkHeldForBurst(t *testing.T) {
 	}
 	server := <-accepted
 	defer server.Close()
-	l := newLink(conn, protocol.DefaultMaxData, func(*protocol.Packet) {}, nil)
+	l := newLink(conn, protocol.DefaultMaxData, nil, func(*protocol.Packet) {}, nil)
 	defer l.Abort()
 
 	l.Begin()

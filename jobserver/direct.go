@@ -26,8 +26,6 @@ type Direct struct {
 	// mu serialises Write: the connection's own fields belong to
 	// whoever holds it, as they belong to the reader of a socket.
 	mu     sync.Mutex
-	r      *protocol.Reader
-	src    protocol.Feed
 	closed bool
 
 	closeOnce sync.Once
@@ -41,8 +39,6 @@ func (s *Server) ServeDirect(replies net.Conn) (*Direct, error) {
 	c := &conn{s: s, nc: replies, host: hostOf(replies.RemoteAddr())}
 	c.out = protocol.NewConnOutbox(replies, s.opts.OutboxLimit, protocol.InlineSafe(replies))
 	d := &Direct{c: c, writerDone: make(chan struct{})}
-	d.r = protocol.NewReader(&d.src, protocol.ReaderOptions{Expect: protocol.Req, MaxData: s.opts.MaxPacket, Text: true,
-		BufferSize: protocol.MinBufferSize})
 	c.direct = d
 	s.mu.Lock()
 	if s.closing {
@@ -83,11 +79,14 @@ func (d *Direct) Write(b []byte) (int, error) {
 		return 0, ErrDirectClosed
 	}
 	c := d.c
-	d.src.B = b
+	// A reader only while there is something to read: an idle
+	// connection holds no read buffer.
+	fr := c.s.feeds.Get(b)
+	defer c.s.feeds.Put(fr)
 	var p protocol.Packet
-	for len(d.src.B) > 0 || d.r.Buffered() > 0 {
+	for fr.More() {
 		c.out.Begin()
-		if err := d.r.Read(&p); err != nil {
+		if err := fr.Read(&p); err != nil {
 			var fe *protocol.FrameError
 			if errors.As(err, &fe) {
 				c.s.log.Info("bad input", "remote", c.nc.RemoteAddr().String(), "err", err)
@@ -101,12 +100,10 @@ func (d *Direct) Write(b []byte) (int, error) {
 			}
 			// A packet cut short or a stream out of sync: the
 			// connection ends, as a socket's would.
-			d.src.B = nil
 			d.endLocked()
 			return len(b), nil
 		}
 		if !c.handle(&p) {
-			d.src.B = nil
 			d.endLocked()
 			return len(b), nil
 		}

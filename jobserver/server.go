@@ -66,7 +66,9 @@ var ErrServerClosed = errors.New("jobserver: server closed")
 // is never held across I/O: replies are appended to each connection's
 // bounded Outbox, whose own goroutine writes them.
 type Server struct {
-	opts   Options
+	opts Options
+	// feeds lends direct connections their packet readers.
+	feeds  *protocol.FeedReaders
 	log    *slog.Logger
 	prefix string
 	store  store.Store
@@ -130,6 +132,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		opts:      opts,
+		feeds:     protocol.NewFeedReaders(protocol.ReaderOptions{Expect: protocol.Req, MaxData: opts.MaxPacket, Text: true}),
 		log:       opts.Logger,
 		prefix:    opts.HandlePrefix,
 		store:     opts.Store,

@@ -29,3 +29,33 @@ func TestReaderFeed(t *testing.T) {
 		}
 	}
 }
+
+// FeedReaders lend a reader per batch; one put back with bytes left is not
+// lent again with them.
+func TestFeedReaders(t *testing.T) {
+	f := NewFeedReaders(ReaderOptions{Expect: Res})
+	var p Packet
+	b := AppendPacket(AppendPacket(nil, Res, EchoRes, []byte("a")), Res, EchoRes, []byte("b"))
+	fr := f.Get(b)
+	var got []string
+	for fr.More() {
+		if err := fr.Read(&p); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(p.Data()))
+	}
+	f.Put(fr)
+	if strings.Join(got, ",") != "a,b" {
+		t.Fatalf("read %q", got)
+	}
+	// Stop after the first of two packets: the reader keeps the rest.
+	fr = f.Get(b)
+	if err := fr.Read(&p); err != nil {
+		t.Fatal(err)
+	}
+	f.Put(fr)
+	next := f.Get(AppendPacket(nil, Res, EchoRes, []byte("c")))
+	if err := next.Read(&p); err != nil || string(p.Data()) != "c" {
+		t.Fatalf("a fresh loan read %q, %v; want c", p.Data(), err)
+	}
+}

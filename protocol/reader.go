@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 const (
@@ -123,6 +124,58 @@ func (f *Feed) Read(p []byte) (int, error) {
 	f.B = f.B[n:]
 	return n, nil
 }
+
+// FeedReaders lends Readers over Feeds to connections that are handed
+// whole packets (in-process ones). A connection holds one only while it
+// reads what it was handed, so an idle connection holds no read buffer:
+// a proxy's worker sessions have two such connections per bundled
+// backend.
+type FeedReaders struct {
+	opts ReaderOptions
+	pool sync.Pool
+}
+
+// NewFeedReaders returns FeedReaders whose Readers take opts, with a
+// MinBufferSize buffer unless opts says otherwise.
+func NewFeedReaders(opts ReaderOptions) *FeedReaders {
+	if opts.BufferSize == 0 {
+		opts.BufferSize = MinBufferSize
+	}
+	return &FeedReaders{opts: opts}
+}
+
+// FeedReader reads the packets of the bytes it was lent for.
+type FeedReader struct {
+	feed Feed
+	r    *Reader
+}
+
+// Get lends a FeedReader over b, which holds whole packets.
+func (f *FeedReaders) Get(b []byte) *FeedReader {
+	fr, _ := f.pool.Get().(*FeedReader)
+	if fr == nil {
+		fr = &FeedReader{}
+		fr.r = NewReader(&fr.feed, f.opts)
+	}
+	fr.feed.B = b
+	return fr
+}
+
+// Put takes a FeedReader back; one with bytes left (it stopped at an
+// error) is dropped rather than lent again.
+func (f *FeedReaders) Put(fr *FeedReader) {
+	if fr.More() {
+		return
+	}
+	fr.feed.B = nil
+	f.pool.Put(fr)
+}
+
+// More reports whether packets are left to Read.
+func (fr *FeedReader) More() bool { return len(fr.feed.B) > 0 || fr.r.Buffered() > 0 }
+
+// Read reads the next packet (see Reader.Read).
+func (fr *FeedReader) Read(p *Packet) error { return fr.r.Read(p) }
 
 // Buffered returns how many bytes are already read from the stream but not
 // yet returned, so a caller can tell whether more packets are pending before
