@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/gearproxy/gearproxy/backend"
 	"github.com/gearproxy/gearproxy/bench"
+	"github.com/gearproxy/gearproxy/protocol"
 )
 
 // BenchmarkForeground drives the bench workload of issue 4 (8 clients x 8
@@ -82,4 +84,55 @@ func startGearmand(b *testing.B) string {
 	}
 	b.Fatal("gearmand did not start")
 	return ""
+}
+
+// BenchmarkIdleWorkerHeap reports the heap an idle worker session costs
+// over two bundled backends (CAN_DO, then PRE_SLEEP), measured once the
+// sessions are quiet and after two garbage collections, so that pools
+// have let go:
+//
+//	go test -run '^$' -bench IdleWorkerHeap ./proxy
+func BenchmarkIdleWorkerHeap(b *testing.B) {
+	srv, _, _ := startBundled(b, 2, nil)
+	addr := listen(b, srv, "local")
+	const workers = 500
+	for range b.N {
+		runtime.GC()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		conns := make([]net.Conn, 0, workers)
+		for i := range workers {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+			req := protocol.AppendPacket(nil, protocol.Req, protocol.CanDo, []byte(fmt.Sprintf("idle.f%d", i%10)))
+			req = protocol.AppendPacket(req, protocol.Req, protocol.EchoReq, []byte("sync"))
+			req = protocol.AppendPacket(req, protocol.Req, protocol.PreSleep)
+			if _, err := c.Write(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// Every session has registered once its echo is back; after
+		// shrinkAfter of quiet it has given its read buffer back.
+		for _, c := range conns {
+			r := protocol.NewReader(c, protocol.ReaderOptions{Expect: protocol.Res, BufferSize: protocol.MinBufferSize})
+			var p protocol.Packet
+			for p.Type != protocol.EchoRes {
+				if err := r.Read(&p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		time.Sleep(2 * shrinkAfter)
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/workers, "heap-B/worker")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 }
